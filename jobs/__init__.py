@@ -1,0 +1,1 @@
+"""Ray job entrypoints (thin layers over the library)."""

@@ -1,0 +1,1 @@
+"""Datasets: the one Arrow schema and the Ray Data preprocessing pipeline."""

@@ -1,0 +1,211 @@
+"""The one dataset schema (Arrow/Parquet), used by preprocessing, training, bulk generation and
+evaluation alike. A row is one 250-frame window of one clip.
+
+| column            | Arrow type                                   | meaning |
+|-------------------|----------------------------------------------|---------|
+| id                | string                                       | `<source>/<stem>.<ext>:<window start>` (unique per window) |
+| source            | string                                       | bandai, cmu, humanml3d, amass, ntu, synthetic, generated, ... |
+| file              | string                                       | input file (or prompt id for generated rows) |
+| clip_id           | string                                       | `<source>/<stem>`: the split key (one take = one clip) |
+| window_start      | int32                                        | first frame of the window in the 25 fps clip |
+| fps               | int16                                        | always 25 |
+| n_frames          | int16                                        | valid frames (the rest is padding) |
+| mask              | fixed_size_list<bool, 250>                   | per-frame validity |
+| motion            | fixed_size_list<fixed_size_list<float32,48>,250> | v3 segments, body units, +Y up |
+| actions           | fixed_size_list<int16, 250>                  | per-frame action ids (`stickgen.text.actions`) |
+| physics           | fixed_size_list<fixed_size_list<float32,6>,250>  | pelvis vx, vy, ax, ay, mx, my |
+| camera            | fixed_size_list<fixed_size_list<float32,3>,250>, nullable | x, y, zoom (null: no camera track) |
+| description       | string                                       | the primary sentence |
+| all_descriptions  | list<string>                                 | every known sentence for the clip |
+| text_embedding    | fixed_size_list<float32, D>, nullable        | embedding of `description`; encoder in the metadata |
+| action_label      | string                                       | clip-level action name |
+| action_id         | int16                                        | its id |
+| style             | string                                       | style label (normal, sad, ...) |
+| view              | string                                       | camera chosen for the clip: side or front |
+| view_angle        | float32                                      | degrees between screen x and the body's facing |
+| split             | string                                       | train / val / test (by clip_id) |
+| quality columns   | see `stickgen.motion.quality.QUALITY_COLUMNS` | each check's value, `physics_valid`, combined `quality` |
+
+Table metadata (`schema.metadata`): `stickgen.schema_version`, `stickgen.text_encoder`,
+`stickgen.embedding_dim`. Generated datasets add `GENERATED_FIELDS`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from ..motion.quality import QUALITY_COLUMNS
+from ..motion.skeleton import V3_DIM
+from ..motion.timing import WINDOW
+from ..text.actions import ACTION_ID
+
+SCHEMA_VERSION = "1"
+
+_BOOL_QUALITY = {"finite", "physics_valid"}
+
+
+def _fsl(t: pa.DataType, n: int) -> pa.DataType:
+    return pa.list_(t, n)
+
+
+def window_schema(embedding_dim: int | None = None, text_encoder: str | None = None,
+                  generated: bool = False) -> pa.Schema:
+    """The Arrow schema; `embedding_dim=None` leaves text_embedding as a variable list (before
+    the embedding stage has run it is null)."""
+    emb_type = _fsl(pa.float32(), embedding_dim) if embedding_dim else pa.list_(pa.float32())
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("file", pa.string()),
+        pa.field("clip_id", pa.string()),
+        pa.field("window_start", pa.int32()),
+        pa.field("fps", pa.int16()),
+        pa.field("n_frames", pa.int16()),
+        pa.field("mask", _fsl(pa.bool_(), WINDOW)),
+        pa.field("motion", _fsl(_fsl(pa.float32(), V3_DIM), WINDOW)),
+        pa.field("actions", _fsl(pa.int16(), WINDOW)),
+        pa.field("physics", _fsl(_fsl(pa.float32(), 6), WINDOW)),
+        pa.field("camera", _fsl(_fsl(pa.float32(), 3), WINDOW), nullable=True),
+        pa.field("description", pa.string()),
+        pa.field("all_descriptions", pa.list_(pa.string())),
+        pa.field("text_embedding", emb_type, nullable=True),
+        pa.field("action_label", pa.string()),
+        pa.field("action_id", pa.int16()),
+        pa.field("style", pa.string()),
+        pa.field("view", pa.string()),
+        pa.field("view_angle", pa.float32()),
+        pa.field("split", pa.string()),
+    ]
+    fields += [pa.field(c, pa.bool_() if c in _BOOL_QUALITY else pa.float32()) for c in QUALITY_COLUMNS]
+    if generated:
+        fields += GENERATED_FIELDS
+    meta = {"stickgen.schema_version": SCHEMA_VERSION}
+    if text_encoder:
+        meta["stickgen.text_encoder"] = text_encoder
+    if embedding_dim:
+        meta["stickgen.embedding_dim"] = str(embedding_dim)
+    return pa.schema(fields, metadata=meta)
+
+
+#: Extra columns of bulk-generated datasets.
+GENERATED_FIELDS = [
+    pa.field("prompt", pa.string()),
+    pa.field("seed", pa.int64()),
+    pa.field("checkpoint_id", pa.string()),
+    pa.field("attempt", pa.int16()),
+    pa.field("passed_quality", pa.bool_()),
+]
+
+
+def _nested(arr: np.ndarray, t: pa.DataType) -> pa.Array:
+    """[N, A, B] numpy -> fixed_size_list<fixed_size_list<t, B>, A> without Python loops."""
+    N, A, B = arr.shape
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=t), B)
+    return pa.FixedSizeListArray.from_arrays(inner, A)
+
+
+def _flat(arr: np.ndarray, t: pa.DataType) -> pa.Array:
+    N, A = arr.shape
+    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=t), A)
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table:
+    """Window dicts (as made by `motion.convert`) -> an Arrow table in `schema`."""
+    if schema is None:
+        dims = {len(r["text_embedding"]) for r in rows if r.get("text_embedding") is not None}
+        schema = window_schema(dims.pop() if len(dims) == 1 else None,
+                               generated=bool(rows) and "prompt" in rows[0])
+    n = len(rows)
+    cols: dict[str, pa.Array] = {}
+    for f in schema:
+        name = f.name
+        if name == "motion":
+            arr = np.stack([r["motion"] for r in rows]).astype(np.float32) if n else np.zeros((0, WINDOW, V3_DIM), np.float32)
+            cols[name] = _nested(arr, pa.float32())
+        elif name == "physics":
+            arr = np.stack([r["physics"] for r in rows]).astype(np.float32) if n else np.zeros((0, WINDOW, 6), np.float32)
+            cols[name] = _nested(arr, pa.float32())
+        elif name == "mask":
+            arr = np.stack([r["mask"] for r in rows]).astype(bool) if n else np.zeros((0, WINDOW), bool)
+            cols[name] = _flat(arr, pa.bool_())
+        elif name == "actions":
+            arr = np.stack([r["actions"] for r in rows]).astype(np.int16) if n else np.zeros((0, WINDOW), np.int16)
+            cols[name] = _flat(arr, pa.int16())
+        elif name == "camera":
+            vals = [None if r.get("camera") is None else np.asarray(r["camera"], np.float32).tolist() for r in rows]
+            cols[name] = pa.array(vals, type=f.type)
+        elif name == "text_embedding":
+            if all(r.get("text_embedding") is not None for r in rows) and n and pa.types.is_fixed_size_list(f.type):
+                arr = np.stack([np.asarray(r["text_embedding"], np.float32) for r in rows])
+                cols[name] = _flat(arr, pa.float32())
+            else:
+                vals = [None if r.get(name) is None else np.asarray(r[name], np.float32).tolist() for r in rows]
+                cols[name] = pa.array(vals, type=f.type)
+        elif name == "action_id":
+            cols[name] = pa.array([r.get("action_id", ACTION_ID.get(r.get("action_label", "idle"), 0)) for r in rows], type=f.type)
+        else:
+            cols[name] = pa.array([r.get(name) for r in rows], type=f.type)
+    return pa.Table.from_arrays(list(cols.values()), schema=schema)
+
+
+def column_numpy(col: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """A fixed-size-list column -> numpy [N, *shape] (zero-copy when it is one chunk)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    vals = col
+    for _ in shape:
+        vals = vals.flatten()
+    out = vals.to_numpy(zero_copy_only=False)
+    return out.reshape((len(col),) + shape).astype(dtype, copy=False)
+
+
+def table_to_arrays(table: pa.Table, columns: tuple[str, ...] = ("motion", "mask", "actions", "physics", "text_embedding")) -> dict[str, np.ndarray]:
+    """The numeric columns a model needs, as numpy arrays."""
+    out = {}
+    for c in columns:
+        if c == "motion":
+            out[c] = column_numpy(table[c], (WINDOW, V3_DIM))
+        elif c == "physics":
+            out[c] = column_numpy(table[c], (WINDOW, 6))
+        elif c == "mask":
+            out[c] = column_numpy(table[c], (WINDOW,), bool)
+        elif c == "actions":
+            out[c] = column_numpy(table[c], (WINDOW,), np.int64)
+        elif c == "text_embedding":
+            col = table[c]
+            if isinstance(col, pa.ChunkedArray):
+                col = col.combine_chunks()
+            if col.null_count:
+                raise ValueError("text_embedding has nulls: run the embedding stage first")
+            d = len(col[0]) if len(col) else 0
+            out[c] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), d).astype(np.float32)
+        else:
+            out[c] = table[c].to_numpy()
+    return out
+
+
+def check_table(table: pa.Table, *, generated: bool = False) -> None:
+    """Raise ValueError naming the first column that is missing or has the wrong type."""
+    want = window_schema(None, generated=generated)
+    for f in want:
+        if f.name not in table.column_names:
+            raise ValueError(f"dataset is missing column {f.name!r}")
+        got = table.schema.field(f.name).type
+        if f.name == "text_embedding":
+            if not (pa.types.is_list(got) or pa.types.is_fixed_size_list(got)):
+                raise ValueError(f"column 'text_embedding' has type {got}, expected a float32 list")
+            continue
+        if got != f.type:
+            raise ValueError(f"column {f.name!r} has type {got}, expected {f.type}")
+
+
+def dataset_metadata(table_or_schema) -> dict:
+    md = (table_or_schema.schema if hasattr(table_or_schema, "schema") else table_or_schema).metadata or {}
+    return {k.decode(): v.decode() for k, v in md.items()}
+
+
+def metadata_json(d: dict) -> str:
+    return json.dumps(d, sort_keys=True)

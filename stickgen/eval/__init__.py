@@ -1,0 +1,1 @@
+"""Evaluation: the frozen evaluator and metrics."""

@@ -1,0 +1,1 @@
+"""Generation: text to motion, one prompt or a bulk dataset."""

@@ -1,0 +1,1 @@
+"""Motion core: readers, canonical stick figure, projection, timing, physics and quality."""

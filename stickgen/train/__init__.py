@@ -1,0 +1,1 @@
+"""Training: the Ray Train loop, recipes and configs."""
