@@ -20,7 +20,7 @@ from .clip import Clip
 from .physics import root_physics
 from .projection import choose_view, project
 from .quality import QualityThresholds, quality_report
-from .skeleton import joints_to_v3
+from .skeleton import joints_to_v3, regularize_head
 from .timing import FPS, WINDOW, cut_window, resample, window_starts
 
 
@@ -94,7 +94,9 @@ def clip_to_windows(clip: Clip, path: str, cfg: ConvertConfig = ConvertConfig(),
         raise MotionFormatError(path, f"clip is {clip.duration:.2f} s long; minimum is {cfg.min_seconds} s",
                                 reason="too_short")
     j3 = clip.canonical()
-    if not np.isfinite(j3).all():
+    if np.isfinite(j3).all():
+        j3 = regularize_head(j3)
+    else:
         bad = int(np.argwhere(~np.isfinite(j3).reshape(len(j3), -1).all(axis=1))[0, 0])
         raise MotionFormatError(path, f"non-finite joint position at frame {bad}", reason="nan")
     try:

@@ -9,9 +9,12 @@ Conventions used everywhere in stickgen:
 - +Y is up, +X is screen right; 2D coordinates are (x, y).
 - Frame rate 25 fps; a training window is 250 frames (10 s) with a per-frame validity mask.
 - Body scale: 1 unit = the skeleton's 3D *chain height* — the length of the bone chain
-  ankle→knee→hip (mean of both legs) + pelvis→chest→neck→head, measured in 3D on the source
-  skeleton (median over frames). It is pose-invariant (a bow or a fall does not rescale the
-  figure) and close to standing height. The floor is y = 0 and the pelvis starts at x = 0.
+  ankle→knee→hip (mean of both legs) + pelvis→chest→neck, measured in 3D on the source skeleton
+  (median over frames). It is pose-invariant (a bow or a fall does not rescale the figure); a
+  standing person is about 1.15 units tall to the head centre. The head joint differs between
+  rigs (Bandai's sits at the skull base, 0.065 m above the neck; CMU's 0.2 m), so it is excluded
+  from the unit and the head segment is set to HEAD_LENGTH units along the rig's neck->head
+  direction (`regularize_head`). The floor is y = 0 and the pelvis starts at x = 0.
 """
 
 from __future__ import annotations
@@ -199,13 +202,29 @@ def bone_lengths(joints: np.ndarray) -> np.ndarray:
     return np.linalg.norm(j[..., _V3_END, :] - j[..., _V3_START, :], axis=-1)
 
 
+HEAD_LENGTH = 0.15  # neck -> head centre, in chain-height units
+
+
 def chain_height(joints3d: np.ndarray) -> float:
     """The body-scale unit (see module docstring): median over frames of the 3D bone chain
-    ankle→knee→hip (mean of legs) + pelvis→chest→neck→head."""
+    ankle→knee→hip (mean of legs) + pelvis→chest→neck."""
     j = np.asarray(joints3d, dtype=np.float64)
     d = lambda a, b: np.linalg.norm(j[:, J[a]] - j[:, J[b]], axis=-1)  # noqa: E731
     legs = 0.5 * (d("l_ankle", "l_knee") + d("l_knee", "l_hip") + d("r_ankle", "r_knee") + d("r_knee", "r_hip"))
-    spine = d("pelvis", "chest") + d("chest", "neck") + d("neck", "head")
+    spine = d("pelvis", "chest") + d("chest", "neck")
     h = legs + spine
     h = h[np.isfinite(h)]
     return float(np.median(h)) if h.size else float("nan")
+
+
+def regularize_head(joints3d: np.ndarray) -> np.ndarray:
+    """[T,16,3] -> copy with head = neck + HEAD_LENGTH * chain_height * unit(head - neck), so every
+    source draws the same head (falls back to the chest->neck direction where head == neck)."""
+    j = np.asarray(joints3d, dtype=np.float32).copy()
+    h = chain_height(j)
+    d = j[:, J["head"]] - j[:, J["neck"]]
+    up = j[:, J["neck"]] - j[:, J["chest"]]
+    n = np.linalg.norm(d, axis=-1, keepdims=True)
+    d = np.where(n > 1e-6, d / np.maximum(n, 1e-6), up / np.maximum(np.linalg.norm(up, axis=-1, keepdims=True), 1e-6))
+    j[:, J["head"]] = j[:, J["neck"]] + (HEAD_LENGTH * h) * d
+    return j
