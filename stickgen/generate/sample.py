@@ -95,7 +95,6 @@ class MotionGenerator:
     def __init__(self, checkpoint: str | Path, device: str = "cpu", threads: int | None = None):
         from ..model.checkpoint import load_model
         from ..model.hub import resolve_checkpoint
-        from ..text.encoders import get_text_encoder
 
         if threads:
             torch.set_num_threads(threads)
@@ -111,12 +110,21 @@ class MotionGenerator:
                 f"{self.path}: model_type {self.config['model_type']!r} cannot generate; it is a bare "
                 "published trunk (trained as a next-frame copier). Fine-tune it first: "
                 "`stickgen train sft --init-from ...`", reason="not_generative")
-        self.encoder = get_text_encoder(self.config["text_encoder"]["name"], device=device)
+        self._encoder = None  # loaded on first use: bulk actors get embeddings from their own stage
         sampler = self.config["wrapper"].get("sampler", {})
         self.default_steps = int(sampler.get("steps", 8))
         self.default_guidance = float(sampler.get("guidance", 2.5))
         self.checkpoint_id = checkpoint_fingerprint(self.path)
         self.vocab = list(self.config.get("actions") or ACTIONS)
+
+    @property
+    def encoder(self):
+        """The checkpoint's text encoder (per-text cached), loaded on first use."""
+        if self._encoder is None:
+            from ..text.encoders import get_text_encoder
+
+            self._encoder = get_text_encoder(self.config["text_encoder"]["name"], device=self.device)
+        return self._encoder
 
     def embed(self, prompts: list[str]) -> torch.Tensor:
         """[B, E]; a blank prompt is the unconditional (zero) embedding the model was trained with."""
@@ -138,11 +146,13 @@ class MotionGenerator:
 
     def generate(self, prompts: list[str], *, seconds: float | list[float] = MAX_SECONDS,
                  seeds: list[int] | None = None, steps: int | None = None, guidance: float | None = None,
-                 actions: list[str | None] | None = None) -> list[Animation]:
+                 actions: list[str | None] | None = None,
+                 text_embeddings: np.ndarray | torch.Tensor | None = None) -> list[Animation]:
         """Generate one animation per prompt, batched (prompts of equal length share a batch).
 
         seconds: one value or one per prompt (<= 10); seeds: one per prompt (default 0..B-1);
-        actions: optional per-prompt timelines like "walk:0-4,wave:4-10"."""
+        actions: optional per-prompt timelines like "walk:0-4,wave:4-10"; text_embeddings: optional
+        [B, E] precomputed `embed(prompts)` (bulk generation embeds in its own stage)."""
         from ..model.denoiser import sample
 
         B = len(prompts)
@@ -157,7 +167,13 @@ class MotionGenerator:
         guidance = float(self.default_guidance if guidance is None else guidance)
 
         t0 = time.perf_counter()
-        text = self.embed(prompts)
+        if text_embeddings is None:
+            text = self.embed(prompts)
+        else:
+            text = torch.from_numpy(np.array(text_embeddings, np.float32)).to(self.device)  # a writable copy
+            if tuple(text.shape) != (B, self.config["text_encoder"]["dim"]):
+                raise GenerationError(f"text_embeddings: shape {tuple(text.shape)}, expected "
+                                      f"({B}, {self.config['text_encoder']['dim']})")
         t_embed = time.perf_counter() - t0
         out: list[Animation | None] = [None] * B
         frames = [int(round(s * FPS)) for s in secs]

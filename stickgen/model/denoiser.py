@@ -19,7 +19,7 @@ the features translation-invariant and keeps poses and travel on comparable scal
 standardised with per-dimension mean/std buffers computed from the training data.
 
 `MotionDenoiser` wraps `StickFigureTransformer` under `.trunk`, so a published checkpoint loads
-into `trunk.*` and exactly `time_embed.*`, `feat_mean` and `feat_std` are new.
+into `trunk.*` and exactly `time_embed.*`, `cond_proj.*`, `feat_mean` and `feat_std` are new.
 """
 
 from __future__ import annotations
@@ -127,13 +127,24 @@ class TimeEmbedding(nn.Module):
 
 
 class MotionDenoiser(nn.Module):
-    """Trunk + noise-level embedding + feature normalisation. Batch-first API: [B, T, 48]."""
+    """Trunk + noise-level embedding + conditioning of every frame + feature normalisation.
+    Batch-first API: [B, T, 48].
+
+    Conditioning c = text embedding + time embedding reaches the trunk twice: as token 0 (through
+    `extra_text_bias`, MDM-style, the published layout) and, projected by `cond_proj`, added to
+    every motion token (`motion_bias`). Measured on 8 real clips: with token 0 alone a tiny model
+    after 300 steps ignored the text entirely (conditional == unconditional error to 2 decimals);
+    the per-frame path makes text and noise level usable from the first steps."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.trunk = StickFigureTransformer.from_config(cfg)
         self.time_embed = TimeEmbedding(cfg.embedding_dim)
+        self.cond_proj = nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.d_model), nn.SiLU(),
+                                       nn.Linear(cfg.d_model, cfg.d_model))
+        nn.init.zeros_(self.cond_proj[2].weight)  # a wrapped published trunk starts unchanged
+        nn.init.zeros_(self.cond_proj[2].bias)
         self.register_buffer("feat_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("feat_std", torch.ones(cfg.input_dim))
 
@@ -152,8 +163,13 @@ class MotionDenoiser(nn.Module):
         B, T, _ = x_t.shape
         if actions is None:
             actions = torch.full((B, T), NULL_ACTION, dtype=torch.long, device=x_t.device)
+        temb = self.time_embed(t)
+        # Sentence embeddings are unit vectors (per-dimension RMS 1/sqrt(E)); rescaled to unit RMS
+        # the per-frame path sees a usable signal (measured: without it, a tiny model trained 200
+        # steps on 8 clips had equal conditional and unconditional error at t = 1).
+        cond = self.cond_proj(text * math.sqrt(text.shape[-1]) + temb)
         out = self.trunk(x_t.transpose(0, 1), text, action_sequence=actions.transpose(0, 1).long(),
-                         key_padding_mask=pad, extra_text_bias=self.time_embed(t), heads=heads)
+                         key_padding_mask=pad, extra_text_bias=temb, heads=heads, motion_bias=cond)
         return {k: (v.transpose(0, 1) if v.dim() == 3 else v) for k, v in out.items()}
 
     @torch.no_grad()

@@ -22,7 +22,8 @@ of an unmasked forward):
     attributes that stay on the first device).
   * `heads=` lets a caller compute only the heads it needs; the default pose-only call skips the
     five auxiliary heads entirely.
-  * `extra_text_bias` is the hook for a generation wrapper (see `StickFigureTransformer.forward`).
+  * `extra_text_bias` and `motion_bias` are the hooks for a generation wrapper (see
+    `StickFigureTransformer.forward`).
 """
 
 from __future__ import annotations
@@ -315,6 +316,7 @@ class StickFigureTransformer(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         extra_text_bias: torch.Tensor | None = None,
         heads: tuple[str, ...] | list[str] | None = None,
+        motion_bias: torch.Tensor | None = None,
     ):
         """
         motion [S, B, input_dim]; text_embedding [B, embedding_dim];
@@ -327,6 +329,9 @@ class StickFigureTransformer(nn.Module):
         noise level to a [B, embedding_dim] vector with its own (new) MLP and passes it here. It enters
         the network exactly where the sentence does, so the module tree, and therefore published-weight
         loading, is unchanged; with extra_text_bias=None the model is bit-identical to the published one.
+        `motion_bias` [B, d_model] (or [B, S, d_model]) is added to every motion token after the input
+        embeddings: a wrapper's conditioning (text + noise level) reaches every frame directly instead of
+        only through attention to token 0, which a freshly trained model learns to use slowly.
 
         Returns pose [S, B, output_dim] by default. With `return_all_outputs=True` a dict with pose,
         position [B, 2], velocity [B, 2], action_logits [S, B, A], physics [S, B, 6], environment
@@ -339,7 +344,7 @@ class StickFigureTransformer(nn.Module):
             heads = (heads,)
         # (B, S, C): final states of the motion tokens only
         h = self.encode(motion, text_embedding, action_sequence, camera_data, partner_motion,
-                        key_padding_mask, extra_text_bias)  # fmt: skip
+                        key_padding_mask, extra_text_bias, motion_bias)  # fmt: skip
         if heads is None:
             return self.pose_decoder(h).transpose(0, 1)  # (S, B, out)
         return self.decode(h, heads, key_padding_mask)
@@ -353,6 +358,7 @@ class StickFigureTransformer(nn.Module):
         partner_motion: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         extra_text_bias: torch.Tensor | None = None,
+        motion_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Trunk only: returns the final motion-token states, *batch-first* (B, S, d_model)."""
         S, B, _ = motion.shape
@@ -365,6 +371,8 @@ class StickFigureTransformer(nn.Module):
             x = x + self.camera_projection(camera_data.transpose(0, 1))
         if partner_motion is not None:
             x = x + self.partner_projection(partner_motion.transpose(0, 1))
+        if motion_bias is not None:
+            x = x + (motion_bias.unsqueeze(1) if motion_bias.dim() == 2 else motion_bias)
         if extra_text_bias is not None:
             text_embedding = text_embedding + extra_text_bias
         t = self.text_projection(text_embedding).unsqueeze(1)  # (B, 1, C)

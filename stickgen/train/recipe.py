@@ -159,8 +159,9 @@ def run_name(cfg: TrainConfig, dhash: str) -> str:
     return f"{cfg.stage}-{cfg.model.variant}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def run_training(cfg: TrainConfig) -> dict:
-    """Run (or resume) one training run on the current Ray cluster; returns a summary dict."""
+def run_training(cfg: TrainConfig, on_start=None) -> dict:
+    """Run (or resume) one training run on the current Ray cluster; returns a summary dict.
+    `on_start(run_dir, total_steps)` is called just before training starts (progress displays)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -225,6 +226,8 @@ def run_training(cfg: TrainConfig) -> dict:
                                                checkpoint_score_attribute="val_loss", checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures)),
     )
+    if on_start is not None:
+        on_start(run_dir, total)
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -281,3 +284,31 @@ def plot_losses(log_dir: Path) -> Path | None:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def job_main(stage: str, argv: list[str] | None = None) -> dict:
+    """Entry point of the `jobs/pretrain.py` and `jobs/sft.py` Ray jobs (same flags as the CLI).
+    Inside a Ray job, `ray.init()` attaches to the job's cluster."""
+    import argparse
+
+    import ray
+
+    from .config import load_train_config
+
+    ap = argparse.ArgumentParser(prog=f"python -m jobs.{stage}")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--init-from")
+    ap.add_argument("--resume", help="run name to resume")
+    ap.add_argument("--data")
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None)
+    ap.add_argument("--storage")
+    ap.add_argument("--max-steps", type=int)
+    a = ap.parse_args(argv)
+    cfg = apply_overrides(load_train_config(a.config), stage=stage, init_from=a.init_from, data=a.data,
+                          workers=a.workers, gpu=a.gpu, name=a.resume, storage_path=a.storage, max_steps=a.max_steps)
+    if not ray.is_initialized():
+        ray.init()
+    summary = run_training(cfg)
+    print(json.dumps({k: summary[k] for k in ("run", "run_dir", "best", "total_steps", "effective_batch")}))
+    return summary
