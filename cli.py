@@ -34,6 +34,29 @@ def _fail(msg: str, code: int = 1):
 # --- motion core -----------------------------------------------------------------------------
 
 @app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder (clips, data, runs, GIFs)")] = Path("demo-out"),
+    clips_per_action: Annotated[int, typer.Option(help="Synthesized clips per action")] = 4,
+    pretrain_steps: Annotated[int, typer.Option(help="Tiny pretraining optimizer steps")] = 300,
+    sft_steps: Annotated[int, typer.Option(help="Tiny SFT optimizer steps")] = 100,
+    serve: Annotated[bool, typer.Option(help="Finish by serving the model and calling it over HTTP")] = True,
+):
+    """The main job end to end on an in-process Ray: synthesize -> preprocess -> pretrain -> SFT ->
+    generate -> serve. Everything lands in --out."""
+    from stickgen.demo import run_demo
+
+    r = run_demo(out, clips_per_action=clips_per_action, pretrain_steps=pretrain_steps, sft_steps=sft_steps,
+                 serve=serve)
+    typer.echo(f"\ndemo finished in {r['seconds']} s; outputs in {r['out']}")
+    for s in r["steps"]:
+        typer.echo(f"  {s['step']:<11} {s['seconds']:>7.1f} s")
+    typer.echo("  animations: " + ", ".join(r["gifs"] + ([r["served"]] if r["served"] else [])))
+    typer.echo(f"  try: stickgen generate \"an old man waves with both hands\" --checkpoint {r['sft']} -o wave.gif")
+
+
+
+
+@app.command()
 def inspect(
     file: Annotated[Path, typer.Argument(help="A mocap file: .bvh, .amc, .npy (HumanML3D), .npz (AMASS), .skeleton (NTU)")],
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON")] = False,
@@ -451,7 +474,7 @@ def eval_main(
     suite: Annotated[Optional[list[str]], typer.Option(help="Prompt suite(s) for robustness (repeatable; default all)")] = None,
     no_suites: Annotated[bool, typer.Option("--no-suites", help="Skip the robustness suites")] = False,
     repeats: Annotated[int, typer.Option(help="Repetitions with different seeds (the field's protocol: 20)")] = 5,
-    max_prompts: Annotated[int, typer.Option(help="At most this many test prompts (0 = all)")] = 64,
+    max_prompts: Annotated[int, typer.Option(help="At most this many test prompts (0 = all)")] = 32,
     seed: Annotated[int, typer.Option(help="Base seed")] = 0,
     steps: Annotated[Optional[int], typer.Option(help="Sampler steps (default: the checkpoint's)")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Guidance (default: the checkpoint's)")] = None,

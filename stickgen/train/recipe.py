@@ -136,7 +136,7 @@ def feature_stats(train_ds) -> tuple[list[float], list[float]]:
     for b in train_ds.limit(STATS_ROWS).iter_batches(batch_size=512, batch_format="pyarrow"):
         tables.append(b)
     arr = table_to_arrays(pa.concat_tables(tables), ("motion", "mask"))
-    f = motion_to_features(torch.from_numpy(arr["motion"]))[torch.from_numpy(arr["mask"])]
+    f = motion_to_features(torch.tensor(arr["motion"]))[torch.tensor(arr["mask"])]
     return f.mean(0).tolist(), f.std(0).clamp_min(1e-3).tolist()
 
 
