@@ -111,8 +111,14 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny_data, tmp_path):
     assert steps[-1] == 24
     restart = [i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]]
     assert len(restart) == 1, steps  # exactly one restart ...
-    last_ckpt = max(r["step"] for r in recs if r.get("event") == "checkpoint" and r["step"] < 13)
-    assert steps[restart[0]] == last_ckpt + 1 > 1, steps  # ... from the last checkpoint, not from zero
+    # ... from a checkpoint, not from zero. Which one: the last the controller had registered when
+    # the worker died. The worker logs a checkpoint when it reports it and Train V2 registers reports
+    # asynchronously, so the one reported just before the kill (step 12 here) may not count yet;
+    # the step-8 checkpoint (every 8 steps) and the epoch-end ones before it always do.
+    ckpts = {r["step"] for r in recs if r.get("event") == "checkpoint" and r["step"] < 13}
+    resumed_from = steps[restart[0]] - 1
+    assert resumed_from in ckpts and resumed_from >= 8, (resumed_from, sorted(ckpts), steps)
+    assert steps[restart[0] - 1] == 13 - 1 or steps[restart[0] - 1] == 13, steps  # died at the injected step
     assert sum(r.get("event") == "start" for r in recs) == 1
 
 

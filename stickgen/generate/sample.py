@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError, StickgenError
 from ..motion.physics import root_physics
+from ..model.denoiser import DEFAULT_SAMPLER
 from ..text.actions import ACTIONS, NULL_ACTION, parse_timeline
 
 FPS = 25
@@ -112,8 +113,8 @@ class MotionGenerator:
                 "`stickgen train sft --init-from ...`", reason="not_generative")
         self._encoder = None  # loaded on first use: bulk actors get embeddings from their own stage
         sampler = self.config["wrapper"].get("sampler", {})
-        self.default_steps = int(sampler.get("steps", 8))
-        self.default_guidance = float(sampler.get("guidance", 2.5))
+        self.default_steps = int(sampler.get("steps", DEFAULT_SAMPLER["steps"]))
+        self.default_guidance = float(sampler.get("guidance", DEFAULT_SAMPLER["guidance"]))
         self.checkpoint_id = checkpoint_fingerprint(self.path)
         self.vocab = list(self.config.get("actions") or ACTIONS)
 

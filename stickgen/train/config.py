@@ -48,7 +48,7 @@ class ScheduleSection:
 
 @dataclass(frozen=True)
 class SamplerSection:
-    steps: int = 8                   # default denoising steps stored in the checkpoint
+    steps: int = 4                   # default denoising steps stored in the checkpoint (DEFAULT_SAMPLER)
     guidance: float = 2.5            # default classifier-free guidance scale
 
 

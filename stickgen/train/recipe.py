@@ -170,6 +170,9 @@ def run_training(cfg: TrainConfig, on_start=None) -> dict:
 
     if cfg.stage == "sft" and not cfg.init_from:
         raise ConfigError("SFT starts from a pretrained checkpoint: set init_from in the config or pass --init-from")
+    if cfg.init_from and "://" not in cfg.init_from and Path(cfg.init_from).exists():
+        # Train workers run in their own working directory: hand them an absolute path
+        cfg = _replace(cfg, init_from=str(Path(cfg.init_from).resolve()))
     if not ray.is_initialized():
         ray.init()
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # resume-by-count is exact
