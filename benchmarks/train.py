@@ -47,9 +47,11 @@ def make_dataset(root: Path, n: int, dim: int = 384) -> Path:
                      "description": "bench", "all_descriptions": ["bench"], "text_embedding": e / np.linalg.norm(e),
                      "action_label": "walk", "style": "normal", "view": "side", "view_angle": 0.0,
                      "split": "train" if i % 10 else "val", "finite": True, "physics_valid": True, "quality": 1.0})
+    table = rows_to_table(rows, window_schema(dim, "all-MiniLM-L6-v2"))
     for sub in ("pretrain", "sft"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-        pq.write_table(rows_to_table(rows, window_schema(dim, "all-MiniLM-L6-v2")), root / sub / "part.parquet")
+        for k in range(0, n, 64):  # shards of 64 rows, like the preprocess job's output
+            pq.write_table(table.slice(k, 64), root / sub / f"part-{k // 64:04d}.parquet")
     return root
 
 
@@ -117,7 +119,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cfg = load_train_config(REPO / "configs" / "sft_medium.yaml")
-    cfg = dataclasses.replace(cfg, init_from=None)
+    # random init (speed does not depend on the weights): run it as a pretrain stage, which needs no
+    # init_from; everything else (model, batch 2 x accum 32, optimizer) is the SFT recipe's
+    cfg = dataclasses.replace(cfg, stage="pretrain", init_from=None)
     print(f"medium, batch {cfg.schedule.batch_size} x accum {cfg.schedule.grad_accum}, "
           f"{a.steps} optimizer steps per configuration (median of steps 2..)")
     with tempfile.TemporaryDirectory() as tmp:
