@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import from_dict as config_from_dict
 from ..errors import ConfigError
 from ..model.denoiser import motion_to_features
 from ..motion.skeleton import mirror_v3
@@ -76,10 +77,7 @@ class EvaluatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> EvaluatorConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown evaluator config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "evaluator config")
 
 
 @dataclass(frozen=True)

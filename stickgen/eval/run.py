@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import from_dict as config_from_dict
 from ..errors import ConfigError, StickgenError
 from . import metrics as M
 from .data import Windows, load_windows, pad_clips
@@ -476,15 +477,8 @@ def _jsonable(x):
 
 
 def settings_from_dict(d: dict | None) -> EvalSettings:
-    d = dict(d or {})
-    known = set(EvalSettings.__dataclass_fields__)
-    unknown = set(d) - known
-    if unknown:
-        raise ConfigError(f"unknown eval settings {sorted(unknown)}; known: {sorted(known)}")
-    for k in ("pose_levels", "suites", "sources"):
-        if d.get(k) is not None:
-            d[k] = tuple(d[k])
-    return EvalSettings(**d)
+    """configs/eval.yaml `settings:` -> EvalSettings (strict: unknown keys and bad types are errors)."""
+    return config_from_dict(EvalSettings, dict(d or {}), "eval settings")
 
 
 def run_readme(config_path: str | Path, log: Callable[[str], None] | None = print) -> Path:
