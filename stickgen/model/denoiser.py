@@ -329,12 +329,13 @@ def sample(model: MotionDenoiser, text: torch.Tensor, n_frames: int, *, steps: i
 # --- checkpoint integration -------------------------------------------------------------------
 
 MODEL_TYPE = "motion_denoiser"
-# Chosen by measurement (benchmarks/sampler_sweep.py on the README's tiny checkpoint, 41 test
+# Chosen by measurement (benchmarks/sampler_sweep.py on the README's small checkpoint, 41 test
 # prompts x 3 seeds; benchmarks/generate.py for cost): 4 steps with guidance 2.5 = 8 denoiser passes
-# reached FID 0.97 +- 0.10 vs 0.94 +- 0.04 for 8 steps (16 passes) with the same R@3 (0.27) and
-# action accuracy (0.31 vs 0.32), at half the cost; 8 steps would put medium at ~2.3 core-s per
-# 10-s animation on this CPU, over the 1.2 core-s budget. Guidance 1 (no CFG) was worse at equal
-# passes (8 steps, w=1: FID 1.03, R@3 0.22, accuracy 0.23). More steps lower jitter (16: real-like).
+# reached FID 0.212 +- 0.041, R@3 0.78, vs 0.217 +- 0.046, R@3 0.80 for 8 steps (16 passes) and
+# 0.220 for 16 steps: within each other's intervals at half or a quarter of the cost; 8 steps would put
+# medium at ~2.3 core-s per 10-s animation on this CPU, over the 1.2 core-s budget. Without guidance
+# (4 steps, w = 1, 4 passes) R@3 fell to 0.72; 2 steps doubled jitter (177 vs 113; real 81). More
+# steps lower jitter (16 steps: 80, real-like).
 DEFAULT_SAMPLER = {"steps": 4, "guidance": 2.5}
 
 
