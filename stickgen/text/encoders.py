@@ -117,8 +117,7 @@ class MiniLMEncoder(TextEncoder):
         self.device = device
 
     def _encode_batch(self, texts):
-        out = [self.runner.encode(texts[i:i + self.batch_size]) for i in range(0, len(texts), self.batch_size)]
-        return np.concatenate([o.numpy() for o in out]).astype(np.float32, copy=False)
+        return self.runner.encode(texts).numpy()  # `encode` already chunks by batch_size
 
 
 class HFClsEncoder(TextEncoder):

@@ -98,16 +98,11 @@ class MiniLMRunner:
         self.device = device
         self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tok.enable_truncation(MAX_SEQ_LEN)
-        self.tok.no_padding()  # pad per batch to its longest text, below
+        self.tok.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest text
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
         enc = self.tok.encode_batch(texts)
-        T = max(1, max(len(e.ids) for e in enc))
-        ids = torch.zeros(len(enc), T, dtype=torch.long)
-        mask = torch.zeros(len(enc), T, dtype=torch.long)
-        for i, e in enumerate(enc):  # per text (not per frame): a batch is tens of texts
-            ids[i, :len(e.ids)] = torch.tensor(e.ids)
-            mask[i, :len(e.ids)] = 1
-        return self.model(ids.to(self.device), mask.to(self.device)).float().cpu()
-
+        ids = torch.tensor([e.ids for e in enc], dtype=torch.long, device=self.device)
+        mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long, device=self.device)
+        return self.model(ids, mask).float().cpu()

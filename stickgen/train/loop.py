@@ -95,8 +95,8 @@ def init_weights(model: MotionDenoiser, init_from: str) -> dict:
     state, config = load_checkpoint(init_from)
     if config.get("model_type") == "motion_denoiser":
         missing, unexpected = model.load_state_dict(state, strict=False)
-        # A denoiser saved before the final norm existed: the norm starts at its init (gain 1).
-        new = [k for k in missing if k.startswith("final_norm.")]
+        # A denoiser saved without the final norm (its config says so): the norm starts at its init.
+        new = [] if config["wrapper"].get("final_norm") else [k for k in missing if k.startswith("final_norm.")]
         missing = [k for k in missing if k not in new]
         if missing or unexpected:
             raise RuntimeError(f"init_from {init_from}: missing {missing}, unexpected {unexpected}")
