@@ -182,7 +182,7 @@ def preprocess(
 
     try:
         cfg = load_config(config, parse_overrides(set_ or []))
-        init_local_ray(num_cpus, include_dashboard=None)
+        init_local_ray(num_cpus)
         run_preprocess(sources, out, cfg)
     except StickgenError as e:
         _fail(str(e))
@@ -260,7 +260,7 @@ def train(
                               gpu=gpu, name=resume, storage_path=storage, max_steps=max_steps)
     except StickgenError as e:
         _fail(str(e))
-    init_local_ray(num_cpus)
+    init_local_ray(num_cpus, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     stop = threading.Event()
 
@@ -451,7 +451,7 @@ def generate_bulk(
 
     try:
         cfg = config_from_args(parse_args([prompts, "--checkpoint", checkpoint, "--out", out, *args]))
-        init_local_ray(num_cpus, include_dashboard=None)
+        init_local_ray(num_cpus)
         run_bulk(cfg)
     except StickgenError as e:
         _fail(str(e))
@@ -606,7 +606,7 @@ def serve_run(
         args = {"models": parse_models(",".join(checkpoint or [])) if checkpoint else None, "device": device}
         if default_model:
             args["default_model"] = default_model
-        init_local_ray(num_cpus, include_dashboard=None)
+        init_local_ray(num_cpus)
         cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
         # serve.yaml's settings, shrunk to one machine: the Renderer shares a core and the
         # Generator scales out over the cores left over.

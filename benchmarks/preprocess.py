@@ -135,7 +135,8 @@ def measure(mode: str, src: str, out: str, encoder: str, pin: bool) -> dict:
     cpus = int(mode.split("-")[1])
     from stickgen.local_ray import init_local_ray
 
-    init_local_ray(cpus, log_to_driver=False, configure_logging=False)  # the embedded default's start
+    # as `stickgen preprocess` starts it, minus the dashboard (a web server, not part of the job)
+    init_local_ray(cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Cluster start-up, not timed: Ray Data's per-cluster helper actors (stats, autoscaling
     # coordinator; detached singletons that a long-lived cluster already has) are created by the

@@ -51,7 +51,7 @@ def run_demo(out: str | Path, *, clips_per_action: int = 4, pretrain_steps: int 
     _step(log, "synthesize", t0, clips=len(paths))
 
     if not ray.is_initialized():
-        init_local_ray(num_cpus, log_to_driver=False)
+        init_local_ray(num_cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
     t0 = time.perf_counter()
