@@ -609,7 +609,7 @@ def embed_prompts(texts: Sequence[str], encoder: str, dim: int, out: Path, chunk
     import ray
     from ray.data import ActorPoolStrategy
 
-    from ..text.embedder import TextEmbedder, text_chunks
+    from ..data.pipeline import TextEmbedder, text_chunks
 
     cache = out / "embeddings.parquet"
     emb: dict[str, np.ndarray] = {}
