@@ -122,6 +122,62 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny_data, tmp_path):
     assert sum(r.get("event") == "start" for r in recs) == 1
 
 
+def _as_schema_v1(src: Path, dst: Path) -> None:
+    """A copy of a dataset in schema version 1's layout (nested 2-D lists), as older stickgen wrote."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stickgen.data.schema import ARRAY_SHAPES
+
+    for f in [*src.glob("pretrain/*.parquet"), *src.glob("sft/*.parquet")]:
+        t = pq.read_table(f)
+        for name, (a, b) in ARRAY_SHAPES.items():
+            col = t[name].combine_chunks()
+            nested = pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(col.values, b), a,
+                                                       mask=col.is_null() if col.null_count else None)
+            t = t.set_column(t.column_names.index(name), pa.field(name, nested.type), nested)
+        out = dst / f.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t.replace_schema_metadata({**t.schema.metadata, b"stickgen.schema_version": b"1"}), out)
+
+
+@pytest.mark.parametrize("layout", ["v2", "v1"])
+def test_training_batches_hold_each_rows_own_values(tiny_data, tmp_path, layout):
+    """Known answer: every sample of every training batch (Ray Data read -> split filter ->
+    local shuffle -> collate, as the train loop iterates) carries exactly the motion, actions and
+    text embedding stored on disk for its id. pyarrow's take/filter on sliced nested lists once
+    paired motion with other rows' ids here; version-1 (nested) datasets are flattened on read."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from stickgen.data.schema import table_to_arrays
+    from stickgen.train.loop import WindowCollate, sample_seed
+    from stickgen.train.recipe import load_datasets
+
+    data = tiny_data
+    if layout == "v1":
+        data = tmp_path / "v1"
+        _as_schema_v1(tiny_data, data)
+    cfg = _cfg(TINY_PRE, tmp_path, data)
+    truth = pa.concat_tables([pq.read_table(f) for f in sorted((tiny_data / "pretrain").glob("*.parquet"))])
+    arr = table_to_arrays(truth, ("motion", "actions", "text_embedding"))
+    train, _, n_train, _, _ = load_datasets(cfg)
+    seen = 0
+    for epoch in range(2):
+        by_seed = {sample_seed(i, epoch, cfg.run.seed): j for j, i in enumerate(truth["id"].to_pylist())}
+        for batch in train.iter_torch_batches(batch_size=5, collate_fn=WindowCollate(epoch, cfg.run.seed),
+                                              local_shuffle_buffer_size=16, local_shuffle_seed=epoch):
+            for k, s in enumerate(batch["seed"].tolist()):
+                j = by_seed[s]
+                assert truth["split"][j].as_py() == "train"
+                np.testing.assert_array_equal(batch["motion"][k].numpy(), arr["motion"][j])
+                np.testing.assert_array_equal(batch["actions"][k].numpy(), arr["actions"][j])
+                np.testing.assert_array_equal(batch["text_embedding"][k].numpy(), arr["text_embedding"][j])
+                seen += 1
+    assert seen == 2 * n_train > 0
+
+
 def test_interrupted_run_resumes_with_same_steps_and_schedule(tiny_data, tmp_path):
     """Run A straight through; run B dies at step 13 (no retries), then the same command is run
     again: B continues from its step-8 checkpoint, with the same step count, learning-rate

@@ -11,10 +11,10 @@ evaluation alike. A row is one 250-frame window of one clip.
 | fps               | int16                                        | always 25 |
 | n_frames          | int16                                        | valid frames (the rest is padding) |
 | mask              | fixed_size_list<bool, 250>                   | per-frame validity |
-| motion            | fixed_size_list<fixed_size_list<float32,48>,250> | v3 segments, body units, +Y up |
+| motion            | fixed_size_list<float32, 250*48>, shape 250 x 48 | v3 segments, body units, +Y up |
 | actions           | fixed_size_list<int16, 250>                  | per-frame action ids (`stickgen.text.actions`) |
-| physics           | fixed_size_list<fixed_size_list<float32,6>,250>  | pelvis vx, vy, ax, ay, mx, my |
-| camera            | fixed_size_list<fixed_size_list<float32,3>,250>, nullable | x, y, zoom (null: no camera track) |
+| physics           | fixed_size_list<float32, 250*6>, shape 250 x 6   | pelvis vx, vy, ax, ay, mx, my |
+| camera            | fixed_size_list<float32, 250*3>, shape 250 x 3, nullable | x, y, zoom (null: no camera track) |
 | description       | string                                       | the primary sentence |
 | all_descriptions  | list<string>                                 | every known sentence for the clip |
 | text_embedding    | fixed_size_list<float32, D>, nullable        | embedding of `description`; encoder in the metadata |
@@ -27,7 +27,17 @@ evaluation alike. A row is one 250-frame window of one clip.
 | quality columns   | see `stickgen.motion.quality.QUALITY_COLUMNS` | each check's value, `physics_valid`, combined `quality` |
 
 Table metadata (`schema.metadata`): `stickgen.schema_version`, `stickgen.text_encoder`,
-`stickgen.embedding_dim`. Generated datasets add `GENERATED_FIELDS`.
+`stickgen.embedding_dim`. Generated datasets add `GENERATED_FIELDS`. The 2-D arrays (motion,
+physics, camera) carry their shape as field metadata (`stickgen.shape`, e.g. "250,48").
+
+Why the 2-D arrays are *flat* fixed-size lists (schema version 2): pyarrow 17.0 through 26.0.1
+(the versions Ray 2.60 runs with) return other rows' values from `take`/`filter` on a *sliced*
+fixed_size_list<fixed_size_list<...>> array: the slice offset is applied twice. Ray Data slices
+blocks into batches and then filters and shuffles them with exactly those kernels, so with nested
+columns a training batch could pair one clip's text with another clip's motion, silently.
+Flat fixed-size lists go through the single-level kernels, which are correct
+(`tests/test_schema.py` pins both facts). Version-1 datasets (nested) are still read:
+`flatten_arrays` converts them, and `column_numpy` accepts either layout.
 """
 
 from __future__ import annotations
@@ -42,13 +52,21 @@ from ..motion.skeleton import V3_DIM
 from ..motion.timing import WINDOW
 from ..text.actions import ACTION_ID
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: the 2-D array columns and their per-row shapes
+ARRAY_SHAPES = {"motion": (WINDOW, V3_DIM), "physics": (WINDOW, 6), "camera": (WINDOW, 3)}
 
 _BOOL_QUALITY = {"finite", "physics_valid"}
 
 
 def _fsl(t: pa.DataType, n: int) -> pa.DataType:
     return pa.list_(t, n)
+
+
+def _array_field(name: str, nullable: bool = True) -> pa.Field:
+    """A 2-D float32 array column: flat fixed-size list, its shape in the field metadata."""
+    a, b = ARRAY_SHAPES[name]
+    return pa.field(name, _fsl(pa.float32(), a * b), nullable=nullable, metadata={"stickgen.shape": f"{a},{b}"})
 
 
 def window_schema(embedding_dim: int | None = None, text_encoder: str | None = None,
@@ -65,10 +83,10 @@ def window_schema(embedding_dim: int | None = None, text_encoder: str | None = N
         pa.field("fps", pa.int16()),
         pa.field("n_frames", pa.int16()),
         pa.field("mask", _fsl(pa.bool_(), WINDOW)),
-        pa.field("motion", _fsl(_fsl(pa.float32(), V3_DIM), WINDOW)),
+        _array_field("motion"),
         pa.field("actions", _fsl(pa.int16(), WINDOW)),
-        pa.field("physics", _fsl(_fsl(pa.float32(), 6), WINDOW)),
-        pa.field("camera", _fsl(_fsl(pa.float32(), 3), WINDOW), nullable=True),
+        _array_field("physics"),
+        _array_field("camera", nullable=True),
         pa.field("description", pa.string()),
         pa.field("all_descriptions", pa.list_(pa.string())),
         pa.field("text_embedding", emb_type, nullable=True),
@@ -100,16 +118,32 @@ GENERATED_FIELDS = [
 ]
 
 
-def _nested(arr: np.ndarray, t: pa.DataType) -> pa.Array:
-    """[N, A, B] numpy -> fixed_size_list<fixed_size_list<t, B>, A> without Python loops."""
-    N, A, B = arr.shape
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=t), B)
-    return pa.FixedSizeListArray.from_arrays(inner, A)
+def array_column(arr: np.ndarray, t: pa.DataType = pa.float32()) -> pa.Array:
+    """[N, ...] numpy -> fixed_size_list<t, prod(...)> (one row per leading index), no Python loops."""
+    width = int(np.prod(arr.shape[1:], dtype=np.int64))
+    return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr).reshape(-1), type=t), width)
 
 
-def _flat(arr: np.ndarray, t: pa.DataType) -> pa.Array:
-    N, A = arr.shape
-    return pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=t), A)
+def flatten_arrays(table: pa.Table) -> pa.Table:
+    """Version-1 tables (nested 2-D columns) -> version 2 (flat), zero-copy, exact on any slice.
+    Tables already flat are returned unchanged."""
+    for name in ARRAY_SHAPES:
+        if name not in table.column_names:
+            continue
+        col = table[name]
+        if not pa.types.is_fixed_size_list(col.type.value_type):
+            continue
+        field = _array_field(name, nullable=table.schema.field(name).nullable)
+        chunks = []
+        for c in col.chunks:
+            # `.values` ignores the parent's slice offset (and keeps null rows' slots, which
+            # `flatten()` would drop): slice each level by hand
+            a, b = c.type.list_size, c.type.value_type.list_size
+            inner = c.values.slice(c.offset * a, len(c) * a)
+            flat = inner.values.slice(inner.offset * b, len(inner) * b)
+            chunks.append(pa.FixedSizeListArray.from_arrays(flat, a * b, mask=c.is_null() if c.null_count else None))
+        table = table.set_column(table.column_names.index(name), field, pa.chunked_array(chunks, field.type))
+    return table
 
 
 def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table:
@@ -124,23 +158,23 @@ def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table
         name = f.name
         if name == "motion":
             arr = np.stack([r["motion"] for r in rows]).astype(np.float32) if n else np.zeros((0, WINDOW, V3_DIM), np.float32)
-            cols[name] = _nested(arr, pa.float32())
+            cols[name] = array_column(arr)
         elif name == "physics":
             arr = np.stack([r["physics"] for r in rows]).astype(np.float32) if n else np.zeros((0, WINDOW, 6), np.float32)
-            cols[name] = _nested(arr, pa.float32())
+            cols[name] = array_column(arr)
         elif name == "mask":
             arr = np.stack([r["mask"] for r in rows]).astype(bool) if n else np.zeros((0, WINDOW), bool)
-            cols[name] = _flat(arr, pa.bool_())
+            cols[name] = array_column(arr, pa.bool_())
         elif name == "actions":
             arr = np.stack([r["actions"] for r in rows]).astype(np.int16) if n else np.zeros((0, WINDOW), np.int16)
-            cols[name] = _flat(arr, pa.int16())
+            cols[name] = array_column(arr, pa.int16())
         elif name == "camera":
-            vals = [None if r.get("camera") is None else np.asarray(r["camera"], np.float32).tolist() for r in rows]
+            vals = [None if r.get("camera") is None else np.asarray(r["camera"], np.float32).reshape(-1).tolist() for r in rows]
             cols[name] = pa.array(vals, type=f.type)
         elif name == "text_embedding":
             if all(r.get("text_embedding") is not None for r in rows) and n and pa.types.is_fixed_size_list(f.type):
                 arr = np.stack([np.asarray(r["text_embedding"], np.float32) for r in rows])
-                cols[name] = _flat(arr, pa.float32())
+                cols[name] = array_column(arr, pa.float32())
             else:
                 vals = [None if r.get(name) is None else np.asarray(r[name], np.float32).tolist() for r in rows]
                 cols[name] = pa.array(vals, type=f.type)
@@ -152,11 +186,12 @@ def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table
 
 
 def column_numpy(col: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-    """A fixed-size-list column -> numpy [N, *shape] (zero-copy when it is one chunk)."""
+    """A fixed-size-list column, flat or nested (schema version 1) -> numpy [N, *shape]
+    (zero-copy when it is one chunk)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     vals = col
-    for _ in shape:
+    while pa.types.is_fixed_size_list(vals.type) or pa.types.is_list(vals.type):
         vals = vals.flatten()
     out = vals.to_numpy(zero_copy_only=False)
     return out.reshape((len(col),) + shape).astype(dtype, copy=False)

@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..data.schema import SCHEMA_VERSION, column_numpy, rows_to_table, window_schema
+from ..data.schema import SCHEMA_VERSION, array_column, column_numpy, rows_to_table, window_schema
 from ..errors import ConfigError, StickgenError
 from ..motion.convert import split_of
 from ..motion.physics import root_physics
@@ -326,13 +326,6 @@ def item_blocks(items: Sequence[dict], emb: dict[str, np.ndarray], dim: int, bat
 # ----------------------------------------------------------------------------- stages
 
 
-def _nested(arr: np.ndarray) -> pa.Array:
-    """[N, A, B] float32 -> fixed_size_list<fixed_size_list<float32, B>, A>."""
-    N, A, B = arr.shape
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), pa.float32()), B)
-    return pa.FixedSizeListArray.from_arrays(inner, A)
-
-
 class Sampler:
     """Ray Data actor holding the model: items -> `motion` (padded to the 250-frame window) and
     `n_frames`. It only samples (scoring, rendering and writing run in CPU tasks downstream), and
@@ -363,7 +356,7 @@ class Sampler:
         for i, a in enumerate(anims):
             motion[i] = cut_window(a.motion, 0)[0]  # pad by repeating the last frame (masked later)
         n = len(anims)
-        return (batch.append_column("motion", _nested(motion))
+        return (batch.append_column("motion", array_column(motion))
                 .append_column("n_frames", pa.array([len(a.motion) for a in anims], pa.int16()))
                 .append_column("_actor", pa.array([self.actor] * n, pa.string()))
                 .append_column("_t0", pa.array([t0] * n, pa.float64()))
@@ -609,7 +602,7 @@ def embed_prompts(texts: Sequence[str], encoder: str, dim: int, out: Path, chunk
     import ray
     from ray.data import ActorPoolStrategy
 
-    from ..data.pipeline import TextEmbedder, text_chunks
+    from ..text.embedder import TextEmbedder, text_chunks
 
     cache = out / "embeddings.parquet"
     emb: dict[str, np.ndarray] = {}

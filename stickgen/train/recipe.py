@@ -85,18 +85,20 @@ def _subset_dir(cfg: TrainConfig) -> Path:
 
 def load_datasets(cfg: TrainConfig):
     """(train_ds, val_ds, n_train, embedding_dim, encoder name) from the preprocessed Parquet."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     import ray.data
     from ray.data.expressions import col
 
-    from ..data.schema import dataset_metadata
+    from ..data.schema import dataset_metadata, flatten_arrays
     from .loop import TRAIN_COLUMNS
 
     sub = _subset_dir(cfg)
     files = sorted(str(p) for p in sub.rglob("*.parquet"))
     if not files:
         raise ConfigError(f"{sub}: no Parquet shards")
-    md = dataset_metadata(pq.read_schema(files[0]))
+    schema = pq.read_schema(files[0])
+    md = dataset_metadata(schema)
     enc = md.get("stickgen.text_encoder")
     if enc and enc != cfg.text_encoder:
         raise ConfigError(f"{sub} was embedded with {enc!r} but the config says text_encoder {cfg.text_encoder!r}")
@@ -106,6 +108,10 @@ def load_datasets(cfg: TrainConfig):
     if n_train == 0:
         raise ConfigError(f"{sub}: no rows with split == 'train'")
     ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS + ["split"])
+    if pa.types.is_fixed_size_list(schema.field("motion").type.value_type):
+        # schema version 1 (nested lists): flatten before any filter or shuffle touches them
+        # (pyarrow's take/filter corrupt sliced nested lists: see stickgen.data.schema)
+        ds = ds.map_batches(flatten_arrays, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     train = ds.filter(expr=col("split") == "train")
     if cfg.data.max_rows:
         train = train.limit(cfg.data.max_rows)
