@@ -177,13 +177,12 @@ def preprocess(
             args += ["--set", s]
         _submit_and_report("preprocess", args, cluster, follow)
         return
-    import ray
-
     from stickgen.data.pipeline import load_config, parse_overrides, run_preprocess
+    from stickgen.local_ray import init_local_ray
 
     try:
         cfg = load_config(config, parse_overrides(set_ or []))
-        ray.init(address="local", num_cpus=num_cpus, log_to_driver=True)
+        init_local_ray(num_cpus)
         run_preprocess(sources, out, cfg)
     except StickgenError as e:
         _fail(str(e))
@@ -250,6 +249,7 @@ def train(
     import threading
 
     import ray
+    from stickgen.local_ray import init_local_ray
 
     from stickgen.errors import StickgenError
     from stickgen.train.config import load_train_config
@@ -260,7 +260,7 @@ def train(
                               gpu=gpu, name=resume, storage_path=storage, max_steps=max_steps)
     except StickgenError as e:
         _fail(str(e))
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    init_local_ray(num_cpus, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     stop = threading.Event()
 
@@ -445,14 +445,13 @@ def generate_bulk(
         _submit_and_report("generate", [_abs_if_local(prompts), "--checkpoint", _abs_if_local(checkpoint),
                                         "--out", _abs_if_local(out), *args], cluster, follow)
         return
-    import ray
-
     from jobs.generate import config_from_args, parse_args
     from stickgen.generate.bulk import run_bulk
+    from stickgen.local_ray import init_local_ray
 
     try:
         cfg = config_from_args(parse_args([prompts, "--checkpoint", checkpoint, "--out", out, *args]))
-        ray.init(address="local", num_cpus=num_cpus, log_to_driver=True)
+        init_local_ray(num_cpus)
         run_bulk(cfg)
     except StickgenError as e:
         _fail(str(e))
@@ -594,9 +593,10 @@ def serve_run(
     import os
     import signal
 
-    if fast:  # read by Ray's processes when they start, i.e. at ray.init below
+    if fast:  # read by Ray's processes when they start, i.e. at init_local_ray below
         os.environ.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_THROUGHPUT_OPTIMIZED="1")
     import ray
+    from stickgen.local_ray import init_local_ray
     from ray import serve
 
     from stickgen.errors import StickgenError
@@ -606,7 +606,7 @@ def serve_run(
         args = {"models": parse_models(",".join(checkpoint or [])) if checkpoint else None, "device": device}
         if default_model:
             args["default_model"] = default_model
-        ray.init(address="local", num_cpus=num_cpus, log_to_driver=True)
+        init_local_ray(num_cpus)
         cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
         # serve.yaml's settings, shrunk to one machine: the Renderer shares a core and the
         # Generator scales out over the cores left over.

@@ -62,7 +62,7 @@ def plain_loop(cfg, batch: int, threads: int) -> dict:
     """The pipeline's own stage functions called in order in this process, no Ray."""
     import pyarrow as pa
 
-    from stickgen.data.pipeline import TextEmbedder, text_chunks
+    from stickgen.text.embedder import TextEmbedder, text_chunks
     from stickgen.data.schema import column_numpy, window_schema
     from stickgen.generate.bulk import Sampler, item_blocks, item_seed, read_prompts, score_batch, write_batch
     from stickgen.generate.sample import MotionGenerator

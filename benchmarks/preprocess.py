@@ -26,7 +26,9 @@ Targets: ray-2 >= 1.7x ray-1 clips/s; ray-1 within 15% of plain (overhead = t_ra
 (sched_setaffinity, inherited by the raylet, GCS and every worker Ray starts) to cores 0..N-1, the
 plain loop to core 0. Without pinning (--no-pin) a `num_cpus=1` Ray on a 2-core box still gets the
 second core for its driver, daemons and the encoder load, so "1 CPU" is really ~1.3 cores and both
-ratios are distorted (measured: speed-up 1.26x, overhead -12%).
+ratios are distorted (measured: speed-up 1.26x, overhead -12%). Pinned, Ray's own processes
+share the one core with the work: an idle 1-CPU local Ray (raylet, GCS, dashboard agent, Ray Data's
+stats and autoscaling actors, an idle worker) takes ~8% of that core, a floor under ray-1's overhead.
 Numeric threads are pinned to 1 per process (Ray does the same for 1-CPU tasks). Ray starts its
 workers at niceness +15 relative to the raylet by default; RAY_worker_niceness=0 here gives them
 the plain loop's priority. On a shared Linux box with sched_autogroup (CPU shared fairly between
@@ -86,6 +88,7 @@ def plain_loop(src: str, out: str, cfg) -> dict:
     from stickgen.data.curate import build_plan, window_fate
     from stickgen.data.schema import window_schema
     from stickgen.data.sources import expand_sources
+    from stickgen.text.embedder import TextEmbedder, text_chunks
 
     files = expand_sources([src])
     o = P._Out(out)
@@ -99,9 +102,9 @@ def plain_loop(src: str, out: str, cfg) -> dict:
     wins = meta.filter(pc.equal(meta["record"], "window")).to_pylist()
     plan = build_plan(wins, cfg.curation)
     fates = [window_fate(r, plan) for r in wins]
-    chunks = P.text_chunks([r["description"] for r, f in zip(wins, fates) if f[0] != "rejected"],
+    chunks = text_chunks([r["description"] for r, f in zip(wins, fates) if f[0] != "rejected"],
                            cfg.embedding.batch_size)
-    emb = P.TextEmbedder(cfg.embedding.encoder, cfg.embedding.batch_size, "cpu", 1)
+    emb = TextEmbedder(cfg.embedding.encoder, cfg.embedding.batch_size, "cpu", 1)
     table = pa.concat_tables([emb(c) for c in chunks])
     schema = window_schema(table["embedding"].type.list_size, table["encoder"][0].as_py())
     final = P.finalize_windows(scored, plan, [table], schema)
@@ -130,8 +133,10 @@ def measure(mode: str, src: str, out: str, encoder: str, pin: bool) -> dict:
     import ray
 
     cpus = int(mode.split("-")[1])
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    from stickgen.local_ray import init_local_ray
+
+    # as `stickgen preprocess` starts it, minus the dashboard (a web server, not part of the job)
+    init_local_ray(cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     # Cluster start-up, not timed: Ray Data's per-cluster helper actors (stats, autoscaling
     # coordinator; detached singletons that a long-lived cluster already has) are created by the

@@ -27,12 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from stickgen.data.pipeline import load_config, parse_overrides, run_preprocess
+    from stickgen.local_ray import init_local_ray
 
     args = parse_args(argv)
     cfg = load_config(args.config, parse_overrides(args.overrides))
     # Inside a Ray job RAY_ADDRESS names the job's cluster; run by hand, start a fresh local one
     # ("local" never attaches to a stale cluster left by a killed `ray start`).
-    ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        init_local_ray()
     summary = run_preprocess(args.sources, args.out, cfg)
     w = summary["windows"]
     print(f"[stickgen preprocess] done: {w['pretrain']} pretrain / {w['sft']} sft windows in {args.out}", flush=True)

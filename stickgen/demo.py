@@ -36,6 +36,7 @@ def run_demo(out: str | Path, *, clips_per_action: int = 4, pretrain_steps: int 
 
     from .data.pipeline import load_config, run_preprocess
     from .generate.sample import MotionGenerator
+    from .local_ray import init_local_ray
     from .motion.synth import synthesize_dataset
     from .train.config import load_train_config
     from .train.recipe import apply_overrides, run_training
@@ -50,7 +51,7 @@ def run_demo(out: str | Path, *, clips_per_action: int = 4, pretrain_steps: int 
     _step(log, "synthesize", t0, clips=len(paths))
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        init_local_ray(num_cpus, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
     t0 = time.perf_counter()

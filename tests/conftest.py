@@ -58,8 +58,10 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, ignore_reinit_error=True)
+        from stickgen.local_ray import init_local_ray
+
+        init_local_ray(2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                       ignore_reinit_error=True)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
     yield ray

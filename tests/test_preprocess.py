@@ -338,7 +338,7 @@ def test_synthetic_dataset_streams_through_many_blocks_with_bounded_memory(ray_l
             "parallelism.target_block_mib": block / 2**20, "parallelism.max_files_per_task": 1,
             "embedding.encoder": "hash-384", "output.keep_intermediate": True})
     n = summary["windows"]["total"]
-    data_bytes = sum(f.stat().st_size for f in (tmp_path / "out" / "_work" / "scored").glob("*.parquet"))
+    data_bytes = sum(f.stat().st_size for f in (tmp_path / "out" / "_work" / "scored").glob("*.arrow"))
     row_bytes = 250 * (48 + 6) * 4  # motion + physics per window
     assert n >= 140 and n * row_bytes > 50 * block  # the dataset spans dozens of target blocks ...
     assert summary["parallelism"]["scored_blocks"] >= 50  # ... and went through as that many blocks
@@ -347,7 +347,7 @@ def test_synthetic_dataset_streams_through_many_blocks_with_bounded_memory(ray_l
     # streaming: convert->write and read->finalize->write are fused, so window blocks never pile
     # up in the object store: its peak stays within a few blocks, a small fraction of the data
     # that went through (measured: +107 KB for 8.3 MB of windows in 84 blocks)
-    print(f"windows {n}, window bytes {n * row_bytes}, scored Parquet {data_bytes}, "
+    print(f"windows {n}, window bytes {n * row_bytes}, scored IPC {data_bytes}, "
           f"scored blocks {summary['parallelism']['scored_blocks']}, peak object store +{peak} bytes")
     assert peak < 4 * block and peak < 0.1 * n * row_bytes, (peak, n * row_bytes, data_bytes)
     assert summary["files"]["total"] == 14 and summary["windows"]["pretrain"] > 0

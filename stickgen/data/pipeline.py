@@ -11,7 +11,9 @@ Plan (phases 1 and 4 are Ray Data executions; operator names as `ds.stats()` pri
               (`motion.convert.convert_file`: canonical joints, camera, 25 fps, v3, 250-frame
               windows, physics + quality), each file under a size limit and a timeout; a file that
               fails becomes a `file` record with its reason instead of windows. Output: the scored
-              intermediate `DIR/_work/scored/`, Parquet files of about one block each.
+              intermediate `DIR/_work/scored/`, Arrow IPC files of about one block each (read
+              back once: IPC is a memcpy each way, Parquet's nested-list encoding cost ~3 s of one
+              core per 2,000 clips here).
 2. aggregate  The driver reads only the metadata columns (no motion) and builds the curation
               plan (`curate.build_plan`): per-row verdicts, duplicate ids, the global per
               (action, source) counts, keep counts and exact hash thresholds.
@@ -21,7 +23,9 @@ Plan (phases 1 and 4 are Ray Data executions; operator names as `ds.stats()` pri
               encode the unique descriptions of the kept windows in canonical sorted chunks:
               each description once, in a batch that does not depend on scheduling, so vectors
               are bit-identical across runs; motion arrays never pass through the actors. The
-              write tasks start meanwhile and wait for the vectors only to attach them.
+              driver waits for the vectors before phase 4: a task blocked in `ray.get` hands its
+              CPU back and Ray starts another worker process for the next task (measured: two
+              extra workers, ~3 s of CPU each, on a 1-CPU cluster).
 4. write      InputDataBuffer -> TaskPoolMapOperator[MapBatches(finalize_scored)->Write]
               Tasks over the scored files: each row's fate from the same pure functions and the
               plan, the embedding joined from the text table, rows routed to `DIR/pretrain/` and
@@ -58,6 +62,7 @@ from ..errors import ConfigError, StickgenError
 from ..motion import readers as _readers  # noqa: F401 - imported here, not inside the first file's timer
 from ..motion.convert import ConvertConfig, convert_file
 from ..motion.timing import WINDOW
+from ..text.embedder import TextEmbedder, text_chunks
 from .curate import CurationConfig, CurationPlan, build_plan, window_fate
 from .schema import rows_to_table, window_schema
 from .sources import SourceFile, expand_sources, is_uri, local_copy
@@ -103,7 +108,7 @@ class ParallelismConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    keep_intermediate: bool = False    # keep DIR/_work/scored (every window with motion and scores)
+    keep_intermediate: bool = False    # keep DIR/_work/scored/*.arrow (every window with motion and scores)
 
 
 @dataclass(frozen=True)
@@ -295,51 +300,6 @@ def convert_files(batch: pa.Table, cfg: PreprocessConfig, block_bytes: int) -> I
 # ----------------------------------------------------------------------------- text embeddings
 
 
-class TextEmbedder:
-    """Holds the text encoder (the state of an `EncoderPool` actor); `text` -> `embedding`.
-
-    The input carries a `chunk` id per text; each chunk is encoded in one encoder call, so a
-    vector never depends on which other texts shared its batch (bit-identical reruns)."""
-
-    def __init__(self, encoder: str, batch_size: int, device: str, threads: int):
-        import sys
-
-        from ..text.encoders import get_text_encoder
-
-        self.enc = get_text_encoder(encoder, device=device)
-        self.enc.batch_size = max(self.enc.batch_size, batch_size)
-        if device == "cpu" and "torch" in sys.modules:  # torch would use every core of the node
-            sys.modules["torch"].set_num_threads(max(1, threads))
-
-    def ready(self) -> dict:
-        return {"encoder": self.enc.name, "dim": self.enc.dim}
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.embed(batch)
-
-    def embed(self, batch: pa.Table) -> pa.Table:
-        texts = batch["text"].to_pylist()
-        chunks = batch["chunk"].to_numpy()
-        out = np.zeros((len(texts), self.enc.dim), np.float32)
-        for c in np.unique(chunks):
-            idx = np.flatnonzero(chunks == c)
-            out[idx] = self.enc.encode([texts[i] for i in idx])
-        emb = pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), self.enc.dim)
-        return pa.table({"text": batch["text"], "embedding": emb,
-                         "encoder": pa.array([self.enc.name] * len(texts), pa.string())})
-
-
-def text_chunks(texts: Sequence[str], size: int) -> list[pa.Table]:
-    """Unique texts sorted by (length, text) in chunks of `size`: the canonical encoder batches.
-    Length first so a batch pads little (measured: 569 Bandai descriptions embed in 1.65 s of one
-    core by length vs 2.5 s alphabetically); the text breaks ties, so the chunks never depend on
-    input order or cluster size."""
-    uniq = sorted(set(texts), key=lambda t: (len(t), t))
-    return [pa.table({"text": pa.array(uniq[i:i + size], pa.string()),
-                      "chunk": pa.array([i // size] * len(uniq[i:i + size]), pa.int32())})
-            for i in range(0, len(uniq), size)]
-
-
 class EncoderPool:
     """An actor pool holding the text encoder, started *before* conversion so the model loads
     while the files convert (a worker importing torch and loading MiniLM takes ~2 s of one core
@@ -371,16 +331,19 @@ class EncoderPool:
     def embed(self, texts: Sequence[str], batch_size: int) -> tuple[list, str, int | None]:
         """Unique texts -> (refs to [text, embedding, encoder] tables, encoder name, dim).
 
-        Returns as soon as the chunks are submitted: the write tasks start reading and judging
-        their windows meanwhile and only wait for the vectors when they attach them."""
+        Returns when every chunk is encoded (the vectors stay in the object store), so the write
+        tasks never block on them (see the module docstring, phase 3)."""
         import ray
 
         try:
             meta = ray.get([a.ready.remote() for a in self.actors])[0]
-        except ray.exceptions.RayActorError as e:
-            raise StickgenError(f"the text encoder actor failed to start: {e}", reason="encoder") from None
-        chunks = text_chunks(texts, batch_size)
-        refs = [self.actors[i % self.size].embed.remote(c) for i, c in enumerate(chunks)]
+            chunks = text_chunks(texts, batch_size)
+            pairs = [self.actors[i % self.size].embed_counted.options(num_returns=2).remote(c)
+                     for i, c in enumerate(chunks)]
+            ray.get([n for _, n in pairs])  # waits for every chunk; raises if one failed
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+            raise StickgenError(f"the text encoder failed: {e}", reason="encoder") from None
+        refs = [t for t, _ in pairs]
         return refs, meta["encoder"], (meta["dim"] if refs else None)
 
     def close(self) -> None:
@@ -439,10 +402,11 @@ def finalize_windows(batch: pa.Table, plan: CurationPlan, emb_refs, schema: pa.S
 
 
 def finalize_scored(batch: pa.Table, plan: CurationPlan, emb_refs, schema: pa.Schema, out_dir: str) -> Iterator[pa.Table]:
-    """Ray Data stage: scored Parquet files (`path`) -> `finalize_windows` on each."""
+    """Ray Data stage: scored IPC files (`path`) -> `finalize_windows` on each."""
     out = _Out(out_dir)
     for path in batch["path"].to_pylist():
-        t = pq.read_table(path, filesystem=out.fs)
+        with out.fs.open_input_file(path) as f:
+            t = pa.ipc.open_file(f).read_all()
         yield finalize_windows(t, plan, emb_refs, schema)
 
 
@@ -484,6 +448,36 @@ class _Out:
 
 
 SUBSETS = ("pretrain", "sft")
+SCORED_DIR = ("_work", "scored")
+
+
+class ScoredDatasink(Datasink):
+    """Writes each block of scored rows to `DIR/_work/scored/part-<task>-<n>.arrow` (Arrow IPC)."""
+
+    def __init__(self, out_dir: str, schema: pa.Schema):
+        self.out_dir, self.schema = out_dir, schema
+
+    def on_write_start(self, schema=None) -> None:
+        _Out(self.out_dir).mkdir(*SCORED_DIR)
+
+    def write(self, blocks, ctx) -> dict:
+        from ray.data.block import BlockAccessor
+
+        out = _Out(self.out_dir)
+        n_rows = 0
+        # lz4: a file record's null motion/physics rows are stored as zeros (~60 KB per input
+        # file), which lz4 removes at memcpy speed; the float windows pass nearly unchanged
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        for n, block in enumerate(blocks):
+            t = BlockAccessor.for_block(block).to_arrow().cast(self.schema)
+            with out.fs.open_output_stream(out.path(*SCORED_DIR, f"part-{ctx.task_idx:05d}-{n:03d}.arrow")) as f, \
+                    pa.ipc.new_file(f, self.schema, options=options) as w:
+                w.write_table(t)
+            n_rows += len(t)
+        return {"rows": n_rows}
+
+    def get_name(self) -> str:
+        return "ScoredIPC"
 
 
 class CurationDatasink(Datasink):
@@ -514,8 +508,7 @@ class CurationDatasink(Datasink):
 
 def _parquet_options(schema: pa.Schema, compression: str) -> dict:
     """Dictionaries only for strings and statistics only for scalars: trying both on the nested
-    float arrays costs write time and saves nothing. The intermediate uses lz4 (it is read back
-    once, and lz4 read it 4x faster than snappy here); the datasets keep the default snappy."""
+    float arrays costs write time and saves nothing."""
     return {"compression": compression,
             "use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)],
             "write_statistics": [f.name for f in schema if not pa.types.is_nested(f.type)]}
@@ -568,8 +561,9 @@ def plan_tasks(files: Sequence[SourceFile], res: Resources, par: ParallelismConf
     bounds = sorted(set([0, *cuts.tolist(), n]))
     chunks = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        for s in range(a, b, per):  # also respect max files per task
-            e = min(b, s + per)
+        k = math.ceil((b - a) / per)  # a run of small files over the cap: k even parts, no stub
+        for s, e in zip(np.linspace(a, b, k + 1).round().astype(int)[:-1].tolist(),
+                        np.linspace(a, b, k + 1).round().astype(int)[1:].tolist()):
             chunks.append(pa.table({"path": pa.array([f.path for f in files[s:e]], pa.string()),
                                     "size": pa.array([f.size for f in files[s:e]], pa.int64()),
                                     "file_index": pa.array(range(s, e), pa.int32())}))
@@ -640,7 +634,9 @@ def run_preprocess(sources: Sequence[str] | str, out_dir: str | Path, cfg: Prepr
     t_start = time.perf_counter()
     files = expand_sources(sources)
     if not ray.is_initialized():
-        ray.init(address="local")
+        from ..local_ray import init_local_ray
+
+        init_local_ray()
     res = cluster_resources()
     out = _Out(str(out_dir))
     if res.nodes > 1 and not is_uri(str(out_dir)):
@@ -662,11 +658,11 @@ def run_preprocess(sources: Sequence[str] | str, out_dir: str | Path, cfg: Prepr
         log(f"1/4 convert: {len(files)} input files ({sum(f.size for f in files) / 2**20:.1f} MiB) in "
             f"{len(chunks)} tasks on {res.cpus:g} CPUs / {res.gpus:g} GPUs / {res.nodes} node(s); "
             f"{encoders.size} encoder actor(s) loading meanwhile")
-        stages += _convert_phase(chunks, cfg, block_bytes, out.uri_of("_work", "scored"), task_cpus)
+        stages += _convert_phase(chunks, cfg, block_bytes, out, task_cpus)
         phases["convert"] = clock() - t0
 
         t0 = clock()
-        meta, scored_files = read_meta(out, ("_work", "scored"))
+        meta, scored_files = read_meta(out, SCORED_DIR)
         _check_accounting(meta, files)
         wins = meta.filter(pc.equal(meta["record"], "window")).to_pylist()
         plan = build_plan(wins, cfg.curation)
@@ -739,16 +735,15 @@ def _write_report(meta: pa.Table, wins: list[dict], fates: list[tuple], plan: Cu
     return manifest
 
 
-def _convert_phase(chunks: list[pa.Table], cfg: PreprocessConfig, block_bytes: int, scored_uri: str,
+def _convert_phase(chunks: list[pa.Table], cfg: PreprocessConfig, block_bytes: int, out: "_Out",
                    task_cpus: float) -> list[dict]:
-    """Files -> scored windows + file records, as Parquet files of about one block each."""
+    """Files -> scored windows + file records, as IPC files of about one block each."""
     import ray
 
     ds = ray.data.from_blocks(chunks).map_batches(
         convert_files, batch_size=None, batch_format="pyarrow", num_cpus=task_cpus,
         fn_kwargs={"cfg": cfg, "block_bytes": block_bytes})
-    ds.write_parquet(scored_uri, max_rows_per_file=max(1, block_bytes // WINDOW_BYTES),
-                     ray_remote_args={"num_cpus": task_cpus}, **_parquet_options(scored_schema(), "lz4"))
+    ds.write_datasink(ScoredDatasink(out.uri, scored_schema()), ray_remote_args={"num_cpus": task_cpus})
     return _stage_stats(ds, "convert")
 
 
@@ -773,10 +768,10 @@ def _write_phase(scored_files: list[str], plan: CurationPlan, emb_refs, schema: 
 
 def read_meta(out: "_Out", parts: tuple[str, ...]) -> tuple[pa.Table, list[str]]:
     """The scored table's metadata columns (no arrays), read on the driver: column projection
-    reads only those column chunks of each Parquet file. Also returns the file list."""
+    reads only those columns' buffers of each IPC file. Also returns the file list."""
     import pyarrow.dataset as pads
 
-    d = pads.dataset(out.path(*parts), filesystem=out.fs, format="parquet")
+    d = pads.dataset(out.path(*parts), filesystem=out.fs, format="ipc")
     meta = d.to_table(columns=meta_columns()).sort_by([("file_index", "ascending"), ("id", "ascending")])
     return meta, sorted(d.files)
 
