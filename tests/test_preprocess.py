@@ -351,3 +351,16 @@ def test_synthetic_dataset_streams_through_many_blocks_with_bounded_memory(ray_l
           f"scored blocks {summary['parallelism']['scored_blocks']}, peak object store +{peak} bytes")
     assert peak < 4 * block and peak < 0.1 * n * row_bytes, (peak, n * row_bytes, data_bytes)
     assert summary["files"]["total"] == 14 and summary["windows"]["pretrain"] > 0
+
+
+def test_an_encoder_that_fails_stops_the_job_with_a_typed_error(ray_local, tmp_path):
+    """The encoder runs in an actor: its failure reaches the driver as StickgenError(reason=
+    "encoder") naming the problem, before any dataset is written (no half-embedded shards)."""
+    from stickgen.errors import StickgenError
+    from stickgen.motion.synth import synthesize_dataset
+
+    synthesize_dataset(tmp_path / "clips", n_per_action=1, seed=3)
+    with pytest.raises(StickgenError) as e:
+        run([tmp_path / "clips"], tmp_path / "out", **{"embedding.encoder": "no-such-encoder"})
+    assert e.value.reason == "encoder" and "no-such-encoder" in str(e.value)
+    assert not list((tmp_path / "out" / "pretrain").glob("*.parquet"))
