@@ -28,6 +28,6 @@ def init_local_ray(num_cpus: float | None = None, *, include_dashboard: bool | N
     import ray
 
     system_config = {"idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEEP_S * 1000,
-                     **kwargs.pop("_system_config", {})}
+                     **(kwargs.pop("_system_config", None) or {})}
     return ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
                     log_to_driver=log_to_driver, _system_config=system_config, **kwargs)

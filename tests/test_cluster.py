@@ -568,7 +568,7 @@ def test_docs_name_real_modules_and_files():
     # dotted module paths, optionally ending in one CamelCase attribute (a class)
     modules = set(re.findall(r"\b((?:stickgen|jobs)(?:\.[a-z_][a-z_0-9]*)+(?:\.[A-Z]\w*)?)", text))
     modules -= {"stickgen.schema_version", "stickgen.text_encoder", "stickgen.embedding_dim",
-                "stickgen.kind"}  # Parquet / job metadata keys, not modules
+                "stickgen.kind", "stickgen.shape"}  # Parquet / job / field metadata keys, not modules
     assert len(modules) >= 15
     for dotted in sorted(modules):
         parts = dotted.split(".")
@@ -601,7 +601,7 @@ def test_data_formats_doc_matches_the_code():
     text = _doc("data-formats.md")
     for f in list(window_schema(384)) + list(GENERATED_FIELDS):
         assert f"`{f.name}`" in text, f"data-formats.md does not describe column {f.name}"
-    for key in ("stickgen.schema_version", "stickgen.text_encoder", "stickgen.embedding_dim"):
+    for key in ("stickgen.schema_version", "stickgen.text_encoder", "stickgen.embedding_dim", "stickgen.shape"):
         assert key in text
     for fname in (ck.CONFIG_NAME, ck.WEIGHTS_NAME, ck.TRAIN_STATE_NAME):
         assert f"`{fname}`" in text

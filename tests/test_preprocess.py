@@ -354,8 +354,8 @@ def test_synthetic_dataset_streams_through_many_blocks_with_bounded_memory(ray_l
 
 
 def test_an_encoder_that_fails_stops_the_job_with_a_typed_error(ray_local, tmp_path):
-    """The encoder runs in an actor: its failure reaches the driver as StickgenError(reason=
-    "encoder") naming the problem, before any dataset is written (no half-embedded shards)."""
+    """The encoder runs in an actor: an encoder that cannot load stops the job in the driver with
+    StickgenError(reason="encoder") naming the problem, before any dataset is written."""
     from stickgen.errors import StickgenError
     from stickgen.motion.synth import synthesize_dataset
 

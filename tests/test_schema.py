@@ -87,3 +87,18 @@ def test_version_1_tables_are_flattened_correctly_even_when_sliced():
     # the reader accepts both layouts with the same answer
     np.testing.assert_array_equal(column_numpy(part["motion"], (250, 48)), column_numpy(flat["motion"], (250, 48)))
     assert flatten_arrays(flat) is flat  # already flat: unchanged
+
+
+def test_arrays_of_the_wrong_shape_are_refused_not_stored_flat():
+    """Flat storage only checks a row's total size: a transposed array must fail loudly."""
+    good = _rows(2)
+    for name, bad in (("motion", np.zeros((48, 250), np.float32)), ("physics", np.zeros((6, 250), np.float32)),
+                      ("camera", np.zeros((3, 250), np.float32))):
+        rows = [dict(good[0]), dict(good[1])]
+        rows[1][name] = bad
+        with pytest.raises(ValueError, match=name):
+            rows_to_table(rows, window_schema(8))
+    # a nullable column with null rows cannot become one dense array
+    t = rows_to_table(_rows(4), window_schema(8))
+    with pytest.raises(ValueError, match="null rows"):
+        column_numpy(t["camera"], (250, 3))

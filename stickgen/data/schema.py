@@ -36,7 +36,7 @@ fixed_size_list<fixed_size_list<...>> array: the slice offset is applied twice. 
 blocks into batches and then filters and shuffles them with exactly those kernels, so with nested
 columns a training batch could pair one clip's text with another clip's motion, silently.
 Flat fixed-size lists go through the single-level kernels, which are correct
-(`tests/test_schema.py` pins both facts). Version-1 datasets (nested) are still read:
+(`tests/test_schema.py` checks them on sliced tables). Version-1 datasets (nested) are still read:
 `flatten_arrays` converts them, and `column_numpy` accepts either layout.
 """
 
@@ -146,6 +146,14 @@ def flatten_arrays(table: pa.Table) -> pa.Table:
     return table
 
 
+def _check_shapes(rows: list[dict], name: str) -> None:
+    """Flat storage only checks a row's total size: refuse a transposed or short array here."""
+    want = ARRAY_SHAPES[name]
+    for r in rows:
+        if r.get(name) is not None and np.shape(r[name]) != want:
+            raise ValueError(f"{r.get('id', '?')}: column {name!r} has shape {np.shape(r[name])}, expected {want}")
+
+
 def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table:
     """Window dicts (as made by `motion.convert`) -> an Arrow table in `schema`."""
     if schema is None:
@@ -156,11 +164,9 @@ def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table
     cols: dict[str, pa.Array] = {}
     for f in schema:
         name = f.name
-        if name == "motion":
-            arr = np.stack([r["motion"] for r in rows]).astype(np.float32) if n else np.zeros((0, WINDOW, V3_DIM), np.float32)
-            cols[name] = array_column(arr)
-        elif name == "physics":
-            arr = np.stack([r["physics"] for r in rows]).astype(np.float32) if n else np.zeros((0, WINDOW, 6), np.float32)
+        if name in ("motion", "physics"):
+            _check_shapes(rows, name)
+            arr = np.stack([r[name] for r in rows]).astype(np.float32) if n else np.zeros((0, *ARRAY_SHAPES[name]), np.float32)
             cols[name] = array_column(arr)
         elif name == "mask":
             arr = np.stack([r["mask"] for r in rows]).astype(bool) if n else np.zeros((0, WINDOW), bool)
@@ -169,7 +175,8 @@ def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table
             arr = np.stack([r["actions"] for r in rows]).astype(np.int16) if n else np.zeros((0, WINDOW), np.int16)
             cols[name] = array_column(arr, pa.int16())
         elif name == "camera":
-            vals = [None if r.get("camera") is None else np.asarray(r["camera"], np.float32).reshape(-1).tolist() for r in rows]
+            _check_shapes(rows, name)
+            vals = [None if r.get(name) is None else np.asarray(r[name], np.float32).reshape(-1).tolist() for r in rows]
             cols[name] = pa.array(vals, type=f.type)
         elif name == "text_embedding":
             if all(r.get("text_embedding") is not None for r in rows) and n and pa.types.is_fixed_size_list(f.type):
@@ -190,6 +197,8 @@ def column_numpy(col: pa.ChunkedArray | pa.Array, shape: tuple[int, ...], dtype=
     (zero-copy when it is one chunk)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    if col.null_count:  # flatten() would drop the null rows' slots and misalign the rest
+        raise ValueError(f"column of type {col.type} has {col.null_count} null rows: cannot make a dense array")
     vals = col
     while pa.types.is_fixed_size_list(vals.type) or pa.types.is_list(vals.type):
         vals = vals.flatten()

@@ -108,7 +108,7 @@ def load_datasets(cfg: TrainConfig):
     if n_train == 0:
         raise ConfigError(f"{sub}: no rows with split == 'train'")
     ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS + ["split"])
-    if pa.types.is_fixed_size_list(schema.field("motion").type.value_type):
+    if any(pa.types.is_fixed_size_list(pq.read_schema(f).field("motion").type.value_type) for f in files):
         # schema version 1 (nested lists): flatten before any filter or shuffle touches them
         # (pyarrow's take/filter corrupt sliced nested lists: see stickgen.data.schema)
         ds = ds.map_batches(flatten_arrays, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
