@@ -249,9 +249,9 @@ def train(
     import threading
 
     import ray
-    from stickgen.local_ray import init_local_ray
 
     from stickgen.errors import StickgenError
+    from stickgen.local_ray import init_local_ray
     from stickgen.train.config import load_train_config
     from stickgen.train.recipe import apply_overrides, run_training
 
@@ -596,10 +596,10 @@ def serve_run(
     if fast:  # read by Ray's processes when they start, i.e. at init_local_ray below
         os.environ.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_THROUGHPUT_OPTIMIZED="1")
     import ray
-    from stickgen.local_ray import init_local_ray
     from ray import serve
 
     from stickgen.errors import StickgenError
+    from stickgen.local_ray import init_local_ray
     from stickgen.serve.app import GENERATOR_OPTIONS, build_graph, parse_models
 
     try:

@@ -561,9 +561,9 @@ def plan_tasks(files: Sequence[SourceFile], res: Resources, par: ParallelismConf
     bounds = sorted(set([0, *cuts.tolist(), n]))
     chunks = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        k = math.ceil((b - a) / per)  # a run of small files over the cap: k even parts, no stub
-        for s, e in zip(np.linspace(a, b, k + 1).round().astype(int)[:-1].tolist(),
-                        np.linspace(a, b, k + 1).round().astype(int)[1:].tolist()):
+        # a run of small files over the cap: k even parts, no stub
+        edges = np.linspace(a, b, math.ceil((b - a) / per) + 1).round().astype(int).tolist()
+        for s, e in zip(edges[:-1], edges[1:]):
             chunks.append(pa.table({"path": pa.array([f.path for f in files[s:e]], pa.string()),
                                     "size": pa.array([f.size for f in files[s:e]], pa.int64()),
                                     "file_index": pa.array(range(s, e), pa.int32())}))

@@ -124,6 +124,12 @@ def array_column(arr: np.ndarray, t: pa.DataType = pa.float32()) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(arr).reshape(-1), type=t), width)
 
 
+def is_nested_layout(schema: pa.Schema) -> bool:
+    """True for a version-1 table or shard (2-D arrays as nested fixed-size lists)."""
+    return any(name in schema.names and pa.types.is_fixed_size_list(schema.field(name).type.value_type)
+               for name in ARRAY_SHAPES)
+
+
 def flatten_arrays(table: pa.Table) -> pa.Table:
     """Version-1 tables (nested 2-D columns) -> version 2 (flat), zero-copy, exact on any slice.
     Tables already flat are returned unchanged."""

@@ -85,20 +85,19 @@ def _subset_dir(cfg: TrainConfig) -> Path:
 
 def load_datasets(cfg: TrainConfig):
     """(train_ds, val_ds, n_train, embedding_dim, encoder name) from the preprocessed Parquet."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import ray.data
     from ray.data.expressions import col
 
-    from ..data.schema import dataset_metadata, flatten_arrays
+    from ..data.schema import dataset_metadata, flatten_arrays, is_nested_layout
     from .loop import TRAIN_COLUMNS
 
     sub = _subset_dir(cfg)
     files = sorted(str(p) for p in sub.rglob("*.parquet"))
     if not files:
         raise ConfigError(f"{sub}: no Parquet shards")
-    schema = pq.read_schema(files[0])
-    md = dataset_metadata(schema)
+    schemas = [pq.read_schema(f) for f in files]  # footers only
+    md = dataset_metadata(schemas[0])
     enc = md.get("stickgen.text_encoder")
     if enc and enc != cfg.text_encoder:
         raise ConfigError(f"{sub} was embedded with {enc!r} but the config says text_encoder {cfg.text_encoder!r}")
@@ -108,7 +107,7 @@ def load_datasets(cfg: TrainConfig):
     if n_train == 0:
         raise ConfigError(f"{sub}: no rows with split == 'train'")
     ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS + ["split"])
-    if any(pa.types.is_fixed_size_list(pq.read_schema(f).field("motion").type.value_type) for f in files):
+    if any(is_nested_layout(s) for s in schemas):
         # schema version 1 (nested lists): flatten before any filter or shuffle touches them
         # (pyarrow's take/filter corrupt sliced nested lists: see stickgen.data.schema)
         ds = ds.map_batches(flatten_arrays, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
