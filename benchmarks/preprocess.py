@@ -21,6 +21,12 @@ worker processes importing stickgen and the encoder actor's start-up too.
     ray-2   run_preprocess on ray.init(num_cpus=2)
 
 Targets: ray-2 >= 1.7x ray-1 clips/s; ray-1 within 15% of plain (overhead = t_ray1 / t_plain - 1).
+Both are printed as the ratio of the medians and as the median of the per-repeat ratios (the
+modes of one repeat run back to back, so slow drifts of the host cancel in those), with their
+range. Each measurement also prints what its cores did meanwhile (/proc/stat: busy, idle, stolen
+by the hypervisor). On the 2-core VM this was written on, the same code moved by up to 30%
+between runs minutes apart with nothing else running and nothing stolen: read one run's figures
+against each other, never against another run's.
 
 "N CPUs" means N cores for everything the mode runs: each measurement's process is pinned
 (sched_setaffinity, inherited by the raylet, GCS and every worker Ray starts) to cores 0..N-1, the
@@ -88,7 +94,7 @@ def plain_loop(src: str, out: str, cfg) -> dict:
     from stickgen.data.curate import build_plan, window_fate
     from stickgen.data.schema import window_schema
     from stickgen.data.sources import expand_sources
-    from stickgen.text.embedder import TextEmbedder, text_chunks
+    from stickgen.text.embedder import TextEmbedder, chunk_texts
 
     files = expand_sources([src])
     o = P._Out(out)
@@ -102,12 +108,12 @@ def plain_loop(src: str, out: str, cfg) -> dict:
     wins = meta.filter(pc.equal(meta["record"], "window")).to_pylist()
     plan = build_plan(wins, cfg.curation)
     fates = [window_fate(r, plan) for r in wins]
-    chunks = text_chunks([r["description"] for r, f in zip(wins, fates) if f[0] != "rejected"],
-                           cfg.embedding.batch_size)
+    chunks = chunk_texts([r["description"] for r, f in zip(wins, fates) if f[0] != "rejected"],
+                         cfg.embedding.batch_size)
     emb = TextEmbedder(cfg.embedding.encoder, cfg.embedding.batch_size, "cpu", 1)
-    table = pa.concat_tables([emb(c) for c in chunks])
-    schema = window_schema(table["embedding"].type.list_size, table["encoder"][0].as_py())
-    final = P.finalize_windows(scored, plan, [table], schema)
+    vectors = P.Embeddings([t for c in chunks for t in c], [emb.encode(c) for c in chunks])
+    schema = window_schema(emb.enc.dim, emb.enc.name)
+    final = P.finalize_windows(scored, plan, vectors, schema)
     P.write_subsets(final, o, schema, "00000-000")
     man = P.build_manifest(meta, wins, fates)
     pq.write_table(man, o.path("manifest.parquet"))
@@ -120,16 +126,39 @@ def cores_for(mode: str) -> int:
     return 1 if mode == "plain" else int(mode.split("-")[1])
 
 
+def core_times(cores: set[int]) -> dict[str, float]:
+    """Seconds the given cores spent busy (user, nice, system, irq, softirq), idle (with iowait)
+    and stolen by the hypervisor, from /proc/stat: whether a slow run had the core to itself."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {"busy": 0.0, "idle": 0.0, "steal": 0.0}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *v = line.split()
+            if name.startswith("cpu") and name != "cpu" and int(name[3:]) in cores:
+                v = [int(x) / tck for x in v]
+                out["busy"] += v[0] + v[1] + v[2] + v[5] + v[6]
+                out["idle"] += v[3] + v[4]
+                out["steal"] += v[7]
+    return out
+
+
+def _timed(cores: set[int], fn) -> tuple[object, dict]:
+    c0, t0 = core_times(cores), time.perf_counter()
+    r = fn()
+    dt, c1 = time.perf_counter() - t0, core_times(cores)
+    return r, {"seconds": dt, **{f"core_{k}_s": c1[k] - c0[k] for k in c0}}
+
+
 def measure(mode: str, src: str, out: str, encoder: str, pin: bool) -> dict:
     if pin:  # before anything starts: Ray's processes inherit the affinity
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores_for(mode)]))
+    cores = os.sched_getaffinity(0)
     from stickgen.data.pipeline import load_config, run_preprocess
 
     cfg = load_config(None, {"embedding.encoder": encoder})
     if mode == "plain":
-        t0 = time.perf_counter()
-        res = plain_loop(src, out, cfg)
-        return {"mode": mode, "seconds": time.perf_counter() - t0, **res}
+        res, t = _timed(cores, lambda: plain_loop(src, out, cfg))
+        return {"mode": mode, **t, **res}
     import ray
 
     cpus = int(mode.split("-")[1])
@@ -145,12 +174,10 @@ def measure(mode: str, src: str, out: str, encoder: str, pin: bool) -> dict:
 
     ray.data.from_blocks([pa.table({"x": [0]})]).map_batches(lambda b: b, batch_format="pyarrow").materialize()
     time.sleep(1.0)
-    t0 = time.perf_counter()
-    s = run_preprocess([src], out, cfg, verbose=False)
-    dt = time.perf_counter() - t0
+    s, t = _timed(cores, lambda: run_preprocess([src], out, cfg, verbose=False))
     ray.shutdown()
     conv = next(st for st in s["stages"] if st["phase"] == "convert" and st["tasks"])
-    return {"mode": mode, "seconds": dt, "files": s["files"]["total"], "windows": s["windows"]["total"],
+    return {"mode": mode, **t, "files": s["files"]["total"], "windows": s["windows"]["total"],
             "pretrain": s["windows"]["pretrain"], "phases_s": s["phases_s"],
             # CPU the convert tasks actually got per second of the convert operator: what the
             # machine gave the pipeline (tasks runnable but not running show as wall > cpu)
@@ -207,19 +234,27 @@ def main() -> None:
                     extra += (f" | convert tasks got {res['convert_cores']:.2f} cores "
                               f"(cpu {res['convert_cpu_s']:.1f} s of wall {res['convert_wall_s']:.1f} s)")
                 print(f"  repeat {r + 1} {m:<6} {res['seconds']:7.2f} s  {res['files'] / res['seconds']:7.1f} clips/s  "
-                      f"({res['windows']} windows, {res['pretrain']} pretrain) {extra}  load {os.getloadavg()[0]:.1f}",
-                      flush=True)
+                      f"({res['windows']} windows, {res['pretrain']} pretrain) {extra}  "
+                      f"| its cores: busy {res['core_busy_s']:.1f} s, idle {res['core_idle_s']:.1f} s, "
+                      f"stolen {res['core_steal_s']:.1f} s", flush=True)
         med = {m: statistics.median(x["seconds"] for x in v) for m, v in results.items()}
         print("\nmedians:")
         for m in modes:
             print(f"  {m:<6} {med[m]:7.2f} s  {n / med[m]:7.1f} clips/s")
+        # Two estimates of each ratio: of the medians, and the median of the per-repeat ratios
+        # (the modes of one repeat ran back to back, so slow drifts of the host cancel in them).
+        def paired(a: str, b: str) -> str:
+            rs = sorted(x["seconds"] / y["seconds"] for x, y in zip(results[a], results[b]))
+            return f"per-repeat {statistics.median(rs):.3f} (range {rs[0]:.3f}-{rs[-1]:.3f})"
+
         if "ray-1" in med and "ray-2" in med:
             sp = med["ray-1"] / med["ray-2"]
-            print(f"  speed-up ray-2 / ray-1: {sp:.2f}x   (target >= 1.70x: {'met' if sp >= 1.7 else 'MISSED'})")
+            print(f"  speed-up ray-2 / ray-1: {sp:.2f}x   (target >= 1.70x: {'met' if sp >= 1.7 else 'MISSED'}); "
+                  f"{paired('ray-1', 'ray-2')}")
         if "ray-1" in med and "plain" in med:
             ov = med["ray-1"] / med["plain"] - 1
             print(f"  Ray overhead at 1 CPU vs plain loop: {100 * ov:+.1f}%   (target <= 15%: "
-                  f"{'met' if ov <= 0.15 else 'MISSED'})")
+                  f"{'met' if ov <= 0.15 else 'MISSED'}); time ratio {paired('ray-1', 'plain')}")
         last = results.get("ray-2", results.get("ray-1", [{}]))[-1]
         for st in last.get("stages", []):
             print(f"    {st['phase']:<9} {st['operator']:<58} {st['tasks']:>4} tasks  {st['time_total_s']:6.2f} s")

@@ -364,3 +364,33 @@ def test_an_encoder_that_fails_stops_the_job_with_a_typed_error(ray_local, tmp_p
         run([tmp_path / "clips"], tmp_path / "out", **{"embedding.encoder": "no-such-encoder"})
     assert e.value.reason == "encoder" and "no-such-encoder" in str(e.value)
     assert not list((tmp_path / "out" / "pretrain").glob("*.parquet"))
+
+
+def test_encoder_actors_return_the_in_process_vectors_without_importing_pandas_or_ray_data(ray_local):
+    """The EncoderPool actors exchange plain lists and NumPy arrays: any `pa.array` call makes
+    pyarrow import pandas (~0.5 s of a core in a fresh actor) and Ray Data costs more, so a fresh
+    encoder process must load neither. Known answer: each chunk's vectors are bit-identical to
+    the same chunk encoded in process."""
+    import sys
+
+    import ray
+
+    from stickgen.data.pipeline import EncoderPool, Resources
+    from stickgen.text.embedder import TextEmbedder, chunk_texts
+
+    texts = ["a man waves with both hands", "a woman runs", "a person jumps twice", "a man waves with both hands"]
+    pool = EncoderPool(load_config().embedding, Resources(cpus=1.0, gpus=0.0, nodes=1))
+    try:
+        emb, encoder, dim = pool.embed(texts, batch_size=2)
+        loaded = ray.get(pool.actors[0].__ray_call__.remote(
+            lambda self: sorted(m for m in ("pandas", "ray.data", "torch") if m in sys.modules)))
+        got = [ray.get(r) for r in emb.refs]
+    finally:
+        pool.close()
+    assert loaded == ["torch"]
+    chunks = chunk_texts(texts, 2)
+    assert emb.texts == [t for c in chunks for t in c] and len(emb.texts) == 3 and encoder == "all-MiniLM-L6-v2"
+    local = TextEmbedder(encoder, 2, "cpu", 1)
+    for c, m in zip(chunks, got):
+        assert m.dtype == np.float32 and m.shape == (len(c), dim) == (len(c), 384)
+        np.testing.assert_array_equal(m, local.encode(c))

@@ -62,7 +62,7 @@ from ..errors import ConfigError, StickgenError
 from ..motion import readers as _readers  # noqa: F401 - imported here, not inside the first file's timer
 from ..motion.convert import ConvertConfig, convert_file
 from ..motion.timing import WINDOW
-from ..text.embedder import TextEmbedder, text_chunks
+from ..text.embedder import TextEmbedder, chunk_texts
 from .curate import CurationConfig, CurationPlan, build_plan, window_fate
 from .schema import rows_to_table, window_schema
 from .sources import SourceFile, expand_sources, is_uri, local_copy
@@ -328,8 +328,8 @@ class EncoderPool:
         """num_cpus for the other tasks of this job (see the class docstring)."""
         return min(1.0, max(0.05, (res.cpus - self.reserved_cpus) / max(1.0, math.floor(res.cpus))))
 
-    def embed(self, texts: Sequence[str], batch_size: int) -> tuple[list, str, int | None]:
-        """Unique texts -> (refs to [text, embedding, encoder] tables, encoder name, dim).
+    def embed(self, texts: Sequence[str], batch_size: int) -> tuple["Embeddings", str, int | None]:
+        """Unique texts -> (their vectors, encoder name, dim).
 
         Returns when every chunk is encoded (the vectors stay in the object store), so the write
         tasks never block on them (see the module docstring, phase 3)."""
@@ -337,14 +337,14 @@ class EncoderPool:
 
         try:
             meta = ray.get([a.ready.remote() for a in self.actors])[0]
-            chunks = text_chunks(texts, batch_size)
-            pairs = [self.actors[i % self.size].embed_counted.options(num_returns=2).remote(c)
+            chunks = chunk_texts(texts, batch_size)
+            pairs = [self.actors[i % self.size].encode_counted.options(num_returns=2).remote(c)
                      for i, c in enumerate(chunks)]
             ray.get([n for _, n in pairs])  # waits for every chunk; raises if one failed
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
             raise StickgenError(f"the text encoder failed: {e}", reason="encoder") from None
-        refs = [t for t, _ in pairs]
-        return refs, meta["encoder"], (meta["dim"] if refs else None)
+        emb = Embeddings([t for c in chunks for t in c], [m for m, _ in pairs])
+        return emb, meta["encoder"], (meta["dim"] if chunks else None)
 
     def close(self) -> None:
         import ray
@@ -355,26 +355,31 @@ class EncoderPool:
 
 # ----------------------------------------------------------------------------- final rows
 
+@dataclass(frozen=True)
+class Embeddings:
+    """The encoded texts, in chunk order, and refs to their [n, dim] float32 blocks (one per chunk,
+    held in the object store by the encoder actors that made them)."""
+    texts: list[str]
+    refs: list
+
+
 _LOOKUPS: dict[str, tuple[dict[str, int], np.ndarray]] = {}
 
 
-def _lookup(emb_refs) -> tuple[dict[str, int], np.ndarray]:
+def _lookup(emb: Embeddings) -> tuple[dict[str, int], np.ndarray]:
     """text -> row of the embedding matrix, built once per worker process."""
     import ray
 
-    key = ",".join(r.hex() if hasattr(r, "hex") else str(id(r)) for r in emb_refs)
+    key = ",".join(r.hex() if hasattr(r, "hex") else str(id(r)) for r in emb.refs)
     if key not in _LOOKUPS:
-        tables = [t if isinstance(t, pa.Table) else ray.get(t) for t in emb_refs]
-        t = pa.concat_tables(tables) if tables else pa.table({"text": pa.array([], pa.string())})
-        texts = t["text"].to_pylist()
-        mat = (np.stack(t["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
-               if len(texts) else np.zeros((0, 0), np.float32))
+        mats = [m if isinstance(m, np.ndarray) else ray.get(m) for m in emb.refs]
+        mat = np.concatenate(mats).astype(np.float32, copy=False) if mats else np.zeros((0, 0), np.float32)
         _LOOKUPS.clear()  # one job at a time per worker process
-        _LOOKUPS[key] = ({s: i for i, s in enumerate(texts)}, mat)
+        _LOOKUPS[key] = ({s: i for i, s in enumerate(emb.texts)}, mat)
     return _LOOKUPS[key]
 
 
-def finalize_windows(batch: pa.Table, plan: CurationPlan, emb_refs, schema: pa.Schema) -> pa.Table:
+def finalize_windows(batch: pa.Table, plan: CurationPlan, emb: Embeddings, schema: pa.Schema) -> pa.Table:
     """Ray Data stage: scored windows -> the kept rows in `schema` plus a `_sft` flag.
 
     Each row's fate comes from `curate.window_fate` (the same function the manifest uses);
@@ -386,7 +391,7 @@ def finalize_windows(batch: pa.Table, plan: CurationPlan, emb_refs, schema: pa.S
     fates = [window_fate(r, plan)[0] for r in meta]
     keep = [i for i, f in enumerate(fates) if f != "rejected"]
     t = batch.take(pa.array(keep, pa.int64()))
-    index, mat = _lookup(emb_refs)
+    index, mat = _lookup(emb)
     emb_type = schema.field("text_embedding").type
     cols = []
     for f in schema:
@@ -401,13 +406,13 @@ def finalize_windows(batch: pa.Table, plan: CurationPlan, emb_refs, schema: pa.S
     return out.append_column("_sft", pa.array([fates[i] == "sft" for i in keep], pa.bool_()))
 
 
-def finalize_scored(batch: pa.Table, plan: CurationPlan, emb_refs, schema: pa.Schema, out_dir: str) -> Iterator[pa.Table]:
+def finalize_scored(batch: pa.Table, plan: CurationPlan, emb: Embeddings, schema: pa.Schema, out_dir: str) -> Iterator[pa.Table]:
     """Ray Data stage: scored IPC files (`path`) -> `finalize_windows` on each."""
     out = _Out(out_dir)
     for path in batch["path"].to_pylist():
         with out.fs.open_input_file(path) as f:
             t = pa.ipc.open_file(f).read_all()
-        yield finalize_windows(t, plan, emb_refs, schema)
+        yield finalize_windows(t, plan, emb, schema)
 
 
 class _Out:
@@ -676,16 +681,16 @@ def run_preprocess(sources: Sequence[str] | str, out_dir: str | Path, cfg: Prepr
 
         t0 = clock()
         texts = [r["description"] for r, f in zip(wins, fates) if f[0] != "rejected"]
-        emb_refs, encoder, dim = encoders.embed(texts, cfg.embedding.batch_size)
+        emb, encoder, dim = encoders.embed(texts, cfg.embedding.batch_size)
         phases["embed"] = clock() - t0
         stages.append({"phase": "embed", "operator": f"EncoderPool[TextEmbedder x{encoders.size}]",
                        "time_total_s": round(phases["embed"], 3), "task_wall_s_sum": None, "task_cpu_s_sum": None,
-                       "tasks": len(emb_refs), "rows_out": len(set(texts)), "bytes_out": None})
+                       "tasks": len(emb.refs), "rows_out": len(set(texts)), "bytes_out": None})
         log(f"3/4 embed: {len(set(texts))} unique descriptions -> {encoder} ({dim}-d) on {encoders.size} actor(s)")
 
         t0 = clock()
         schema = window_schema(dim, encoder)
-        stages += _write_phase(scored_files, plan, emb_refs, schema, out, res, cfg.parallelism, task_cpus)
+        stages += _write_phase(scored_files, plan, emb, schema, out, res, cfg.parallelism, task_cpus)
         phases["write"] = clock() - t0
         log(f"4/4 write: {out.uri_of('pretrain')} and {out.uri_of('sft')}")
 
@@ -747,7 +752,7 @@ def _convert_phase(chunks: list[pa.Table], cfg: PreprocessConfig, block_bytes: i
     return _stage_stats(ds, "convert")
 
 
-def _write_phase(scored_files: list[str], plan: CurationPlan, emb_refs, schema: pa.Schema, out: "_Out",
+def _write_phase(scored_files: list[str], plan: CurationPlan, emb: Embeddings, schema: pa.Schema, out: "_Out",
                  res: Resources, par: ParallelismConfig, task_cpus: float) -> list[dict]:
     """Scored files -> fates -> `pretrain/` and `sft/` shards (SFT rows are written to both).
 
@@ -761,7 +766,7 @@ def _write_phase(scored_files: list[str], plan: CurationPlan, emb_refs, schema: 
     groups = np.array_split(np.array(scored_files, dtype=object), n_tasks)
     ds = ray.data.from_blocks([pa.table({"path": pa.array(list(g), pa.string())}) for g in groups]).map_batches(
         finalize_scored, batch_size=None, batch_format="pyarrow", num_cpus=task_cpus,
-        fn_kwargs={"plan": plan, "emb_refs": emb_refs, "schema": schema, "out_dir": out.uri})
+        fn_kwargs={"plan": plan, "emb": emb, "schema": schema, "out_dir": out.uri})
     ds.write_datasink(CurationDatasink(out.uri, schema), ray_remote_args={"num_cpus": task_cpus})
     return _stage_stats(ds, "write")
 
