@@ -54,7 +54,8 @@ class WindowCollate(ArrowBatchCollateFn):
     def __call__(self, batch: pa.Table) -> dict:
         arr = table_to_arrays(batch, ("motion", "mask", "actions", "physics", "text_embedding"))
         ids = batch["id"].to_pylist()
-        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arr.items()}
+        # Arrow's buffers are read-only views: each tensor gets its own writable, contiguous memory
+        out = {k: torch.from_numpy(np.require(v, requirements=["C", "W"])) for k, v in arr.items()}
         out["seed"] = torch.tensor([sample_seed(i, self.epoch, self.run_seed) for i in ids], dtype=torch.long)
         return out
 
