@@ -512,8 +512,8 @@ class CurationDatasink(Datasink):
 
 
 def _parquet_options(schema: pa.Schema, compression: str) -> dict:
-    """Dictionaries only for strings and statistics only for scalars: trying both on the nested
-    float arrays costs write time and saves nothing."""
+    """Dictionaries only for strings and statistics only for scalars: trying both on the
+    fixed-size float array columns costs write time and saves nothing."""
     return {"compression": compression,
             "use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)],
             "write_statistics": [f.name for f in schema if not pa.types.is_nested(f.type)]}

@@ -182,8 +182,13 @@ def rows_to_table(rows: list[dict], schema: pa.Schema | None = None) -> pa.Table
             cols[name] = array_column(arr, pa.int16())
         elif name == "camera":
             _check_shapes(rows, name)
-            vals = [None if r.get(name) is None else np.asarray(r[name], np.float32).reshape(-1).tolist() for r in rows]
-            cols[name] = pa.array(vals, type=f.type)
+            null = np.array([r.get(name) is None for r in rows], bool)
+            arr = np.zeros((n, *ARRAY_SHAPES[name]), np.float32)
+            if n and not null.all():
+                arr[~null] = np.stack([r[name] for r in rows if r.get(name) is not None])
+            # one array with a validity mask: per-row Python lists cost ~0.4 ms a window
+            cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), f.type.list_size,
+                                                           mask=pa.array(null) if null.any() else None)
         elif name == "text_embedding":
             if all(r.get("text_embedding") is not None for r in rows) and n and pa.types.is_fixed_size_list(f.type):
                 arr = np.stack([np.asarray(r["text_embedding"], np.float32) for r in rows])
