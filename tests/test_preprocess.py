@@ -91,6 +91,30 @@ def test_sources_are_sorted_unique_and_typed_errors(tmp_path, bandai_dir):
         expand_sources([f"{bandai_dir}/*.fbx"])
 
 
+def test_convert_tasks_cover_every_file_once_within_the_cap_largest_first():
+    """plan_tasks: contiguous chunks that cover each file exactly once, never over
+    max_files_per_task, about CPUs x tasks_per_cpu of them when the cap allows, and ordered by
+    bytes, largest first (Ray Data starts them in order: the small ones fill the last wave)."""
+    from stickgen.data.pipeline import ParallelismConfig, Resources, plan_tasks
+    from stickgen.data.sources import SourceFile
+
+    rng = np.random.default_rng(0)
+    sizes = np.concatenate([rng.integers(100_000, 1_000_000, 300), rng.integers(1_000, 5_000, 700)])
+    files = [SourceFile(f"/in/{i:05d}.bvh", int(b)) for i, b in enumerate(sizes)]
+    for cpus, cap, expect in ((1, 256, None), (2, 256, None), (16, 256, 64), (1, 10, None)):
+        chunks = plan_tasks(files, Resources(cpus, 0, 1), ParallelismConfig(tasks_per_cpu=4, max_files_per_task=cap))
+        idx = [c["file_index"].to_pylist() for c in chunks]
+        assert sorted(i for c in idx for i in c) == list(range(len(files)))  # each file once
+        assert all(c == list(range(c[0], c[-1] + 1)) for c in idx)  # contiguous runs
+        assert max(map(len, idx)) <= cap
+        assert len(chunks) >= max(len(files) / cap, 1)
+        if expect:
+            assert expect <= len(chunks) <= 2 * expect
+        nbytes = [sum(c["size"].to_pylist()) for c in chunks]
+        assert nbytes == sorted(nbytes, reverse=True)
+        assert [c["path"].to_pylist() for c in chunks] == [[files[i].path for i in c] for c in idx]
+
+
 def test_allocation_holds_both_caps_on_final_totals():
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -394,3 +418,49 @@ def test_encoder_actors_return_the_in_process_vectors_without_importing_pandas_o
     for c, m in zip(chunks, got):
         assert m.dtype == np.float32 and m.shape == (len(c), dim) == (len(c), 384)
         np.testing.assert_array_equal(m, local.encode(c))
+
+
+def test_an_encoder_that_dies_after_loading_is_restarted_once_then_stops_the_job(ray_local):
+    """An encoder process that dies after it loaded (a node's OOM killer, a lost worker) is
+    restarted once by Ray (max_restarts=1) and the texts are still embedded, bit-identical to
+    in-process; a second death exhausts the restart and the driver gets
+    StickgenError(reason="encoder") naming the failure, not a hang or a raw Ray error."""
+    import ray
+
+    from stickgen.data.pipeline import EncoderPool, Resources
+    from stickgen.errors import StickgenError
+    from stickgen.text.embedder import TextEmbedder, chunk_texts
+
+    texts = ["a man waves with both hands", "a woman runs", "a person jumps twice"]
+    cfg = load_config(None, {"embedding.encoder": "hash-384"}).embedding
+    pool = EncoderPool(cfg, Resources(cpus=1.0, gpus=0.0, nodes=1))
+    actor = pool.actors[0]
+
+    def pid():  # the actor's process id; None while it is dead
+        try:
+            return ray.get(actor.__ray_call__.remote(lambda self: __import__("os").getpid()), timeout=60)
+        except ray.exceptions.RayActorError:
+            return None
+
+    def crash(old_pid):  # kill as a crash would, and wait until it has landed (ray.kill is async)
+        ray.kill(actor, no_restart=False)
+        deadline = time.monotonic() + 60
+        while pid() == old_pid:
+            assert time.monotonic() < deadline, "the actor did not die"
+            time.sleep(0.05)
+
+    try:
+        first = pid()
+        crash(first)  # Ray restarts it (max_restarts=1) ...
+        emb, encoder, dim = pool.embed(texts, batch_size=2)
+        assert pid() not in (None, first)  # ... as a new process, which embedded the texts
+        local = TextEmbedder(encoder, 2, "cpu", 1)
+        for c, r in zip(chunk_texts(texts, 2), emb.refs):
+            np.testing.assert_array_equal(ray.get(r), local.encode(c))
+
+        crash(pid())  # the second crash: no restart left
+        with pytest.raises(StickgenError) as e:
+            pool.embed(texts, batch_size=2)
+    finally:
+        pool.close()
+    assert e.value.reason == "encoder" and "text encoder failed" in str(e.value)

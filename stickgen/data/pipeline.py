@@ -97,7 +97,10 @@ class EmbeddingConfig:
 @dataclass(frozen=True)
 class ParallelismConfig:
     tasks_per_cpu: int = 4             # convert tasks per cluster CPU (over-partitioning balances load)
-    max_files_per_task: int = 64       # bounds one task's memory and the work a crash would lose
+    # Bounds the work a retried task redoes (its output streams out in blocks, so not memory).
+    # Not smaller: each Ray Data task costs ~25 ms of a core across driver, raylet and worker
+    # (measured with empty tasks): 5% of a 64-file Bandai task, ~1% of a 256-file one.
+    max_files_per_task: int = 256
     target_block_mib: float = 32.0     # Ray Data target block size for this job (MiB)
 
     def __post_init__(self):
@@ -554,9 +557,11 @@ def cluster_resources() -> Resources:
 
 
 def plan_tasks(files: Sequence[SourceFile], res: Resources, par: ParallelismConfig) -> list[pa.Table]:
-    """The file list as contiguous chunks balanced by bytes: one convert task each.
+    """The file list as contiguous chunks balanced by bytes: one convert task each, largest first.
 
-    files per task = ceil(n / (CPUs * tasks_per_cpu)), at most max_files_per_task."""
+    files per task = ceil(n / (CPUs * tasks_per_cpu)), at most max_files_per_task. Ray Data
+    starts the tasks in list order, so the largest go first and the small ones (a byte-balanced
+    chunk over the file cap is split in two) fill the last wave instead of trailing it."""
     n = len(files)
     per = max(1, min(par.max_files_per_task, math.ceil(n / max(1.0, res.cpus * par.tasks_per_cpu))))
     n_tasks = max(1, math.ceil(n / per))
@@ -564,15 +569,15 @@ def plan_tasks(files: Sequence[SourceFile], res: Resources, par: ParallelismConf
     cum = np.cumsum(sizes)
     cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_tasks) / n_tasks, side="left") + 1
     bounds = sorted(set([0, *cuts.tolist(), n]))
-    chunks = []
+    spans = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         # a run of small files over the cap: k even parts, no stub
         edges = np.linspace(a, b, math.ceil((b - a) / per) + 1).round().astype(int).tolist()
-        for s, e in zip(edges[:-1], edges[1:]):
-            chunks.append(pa.table({"path": pa.array([f.path for f in files[s:e]], pa.string()),
-                                    "size": pa.array([f.size for f in files[s:e]], pa.int64()),
-                                    "file_index": pa.array(range(s, e), pa.int32())}))
-    return chunks
+        spans += zip(edges[:-1], edges[1:])
+    spans.sort(key=lambda se: -sizes[se[0]:se[1]].sum())  # stable: equal sizes keep file order
+    return [pa.table({"path": pa.array([f.path for f in files[s:e]], pa.string()),
+                      "size": pa.array([f.size for f in files[s:e]], pa.int64()),
+                      "file_index": pa.array(range(s, e), pa.int32())}) for s, e in spans]
 
 
 def _stage_stats(ds, phase: str) -> list[dict]:
