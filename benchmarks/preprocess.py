@@ -1,19 +1,22 @@
 """End-to-end preprocessing throughput: the Ray Data pipeline on 1 and 2 CPUs against the same
 functions in a plain single-process loop.
 
-    python benchmarks/preprocess.py [--clips 2088] [--repeats 3] [--data DIR] [--encoder all-MiniLM-L6-v2]
+    python benchmarks/preprocess.py [--clips 2088] [--repeats 6] [--data DIR] [--encoder all-MiniLM-L6-v2]
 
 Input: the 174 Bandai Namco takes repeated (symlinks under new take names, so every copy is its
 own clip with its own ids, split and description) to at least --clips files.
 
-Each measurement runs in a fresh interpreter; the three modes are interleaved per repeat so
-background load drifts hit all of them alike. What the time includes (all modes): expanding the
-SOURCE, reading + converting + scoring every file, the curation aggregate, loading the text
-encoder and embedding, writing pretrain/ + sft/ Parquet, the manifest, summary.json and
-summary.png. Excluded: interpreter start-up and the driver's imports, and for Ray the cluster
-start-up: `ray.init` plus one trivial dataset that creates Ray Data's detached per-cluster helper
-actors (a long-lived cluster has them already). Everything `run_preprocess` does is included,
-worker processes importing stickgen and the encoder actor's start-up too.
+Each measurement runs in a fresh interpreter; the three modes are interleaved per repeat, in
+reverse order every other repeat (plain, ray-1, ray-2, then ray-2, ray-1, plain), so background
+load drifts hit all of them alike and a steady drift cancels within each pair of repeats.
+
+What the time includes (all modes): expanding the SOURCE, reading + converting + scoring every
+file, the curation aggregate, loading the text encoder and embedding, writing pretrain/ + sft/
+Parquet, the manifest, summary.json and summary.png. Excluded: interpreter start-up and the
+driver's imports, and for Ray the cluster start-up: `ray.init` plus one trivial dataset that
+creates Ray Data's detached per-cluster helper actors (a long-lived cluster has them already).
+Everything `run_preprocess` does is included, worker processes importing stickgen and the encoder
+actor's start-up too.
 
     plain   one process: convert_files over all files -> build_plan -> TextEmbedder (in process)
             -> finalize_windows -> write_subsets -> manifest/summary (no Ray, no intermediate)
@@ -193,7 +196,7 @@ def measure(mode: str, src: str, out: str, encoder: str, pin: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=2000, help="at least this many input files")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=6, help="an even number: ABBA order")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--encoder", default="all-MiniLM-L6-v2")
     ap.add_argument("--modes", default="plain,ray-1,ray-2")
@@ -218,7 +221,7 @@ def main() -> None:
               f"niceness {os.nice(0)}; {'each mode pinned to its cores' if a.pin else 'not pinned'}", flush=True)
         results: dict[str, list[dict]] = {m: [] for m in modes}
         for r in range(a.repeats):
-            for m in modes:
+            for m in (modes if r % 2 == 0 else modes[::-1]):  # ABBA: a linear drift cancels
                 out = tmp / f"out-{m}"
                 shutil.rmtree(out, ignore_errors=True)
                 p = subprocess.run([sys.executable, __file__, "--_one", m, "--_src", str(src), "--_out", str(out),
