@@ -360,8 +360,9 @@ class EncoderPool:
 
 @dataclass(frozen=True)
 class Embeddings:
-    """The encoded texts, in chunk order, and refs to their [n, dim] float32 blocks (one per chunk,
-    held in the object store by the encoder actors that made them)."""
+    """The encoded texts, in chunk order, and their [n, dim] float32 blocks, one per chunk: refs
+    to the object store (held by the encoder actors that made them), or the arrays themselves
+    when everything runs in one process (the benchmark's plain loop)."""
     texts: list[str]
     refs: list
 
@@ -370,15 +371,20 @@ _LOOKUPS: dict[str, tuple[dict[str, int], np.ndarray]] = {}
 
 
 def _lookup(emb: Embeddings) -> tuple[dict[str, int], np.ndarray]:
-    """text -> row of the embedding matrix, built once per worker process."""
+    """text -> row of the embedding matrix, fetched and built once per worker process (keyed by
+    the object refs; in-process arrays are not cached: an object's id() can be reused)."""
     import ray
 
-    key = ",".join(r.hex() if hasattr(r, "hex") else str(id(r)) for r in emb.refs)
-    if key not in _LOOKUPS:
+    in_process = any(isinstance(m, np.ndarray) for m in emb.refs)
+    key = None if in_process else ",".join(r.hex() for r in emb.refs)
+    if key is None or key not in _LOOKUPS:
         mats = [m if isinstance(m, np.ndarray) else ray.get(m) for m in emb.refs]
         mat = np.concatenate(mats).astype(np.float32, copy=False) if mats else np.zeros((0, 0), np.float32)
+        found = ({s: i for i, s in enumerate(emb.texts)}, mat)
+        if key is None:
+            return found
         _LOOKUPS.clear()  # one job at a time per worker process
-        _LOOKUPS[key] = ({s: i for i, s in enumerate(emb.texts)}, mat)
+        _LOOKUPS[key] = found
     return _LOOKUPS[key]
 
 
