@@ -615,7 +615,9 @@ def embed_prompts(texts: Sequence[str], encoder: str, dim: int, out: Path, chunk
     if todo:
         on_gpu = gpus >= 1
         ds = ray.data.from_blocks(text_chunks(todo, chunk)).map_batches(
-            TextEmbedder, batch_size=None, batch_format="pyarrow",
+            # one block per chunk, all but the last exactly `chunk` rows: batches of `chunk` rows are
+            # the chunks (Ray Data requires an explicit batch_size for an operator asking for GPUs)
+            TextEmbedder, batch_size=chunk, batch_format="pyarrow",
             fn_constructor_kwargs={"encoder": encoder, "batch_size": chunk, "device": "cuda" if on_gpu else "cpu",
                                    "threads": max(1, min(8, int(cpus) - 1))},
             compute=ActorPoolStrategy(size=1), num_cpus=min(1.0, max(cpus - 1, 0.25)),

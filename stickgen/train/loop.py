@@ -119,17 +119,19 @@ def validate(model: MotionDenoiser, shard, cfg: TrainConfig, device) -> float:
     always read to the end (the driver caps its size): streaming splits advance in lockstep."""
     model.eval()
     obj = ObjectiveConfig(**{**cfg.objective.__dict__, "p_uncond": 0.0, "p_action_drop": 1.0})
-    total, count = torch.zeros(1), torch.zeros(1)
+    # [loss sum, count] on the model's device: nccl reduces only CUDA tensors (a CPU tensor there
+    # fails with "No backend type associated with device type cpu"); gloo takes either
+    acc = torch.zeros(2, dtype=torch.float64, device=device)
     for batch in shard.iter_torch_batches(batch_size=max(8, cfg.schedule.batch_size),
                                           collate_fn=WindowCollate(-1, cfg.run.seed)):
         batch = {k: v.to(device) for k, v in batch.items()}
         loss, _ = denoising_loss(model, batch, obj)
         n = batch["motion"].shape[0]
-        total += float(loss) * n
-        count += n
+        acc[0] += loss.detach().double() * n
+        acc[1] += n
     model.train()
-    total, count = _all_reduce_sum(total), _all_reduce_sum(count)
-    return float(total / count.clamp_min(1))
+    total, count = _all_reduce_sum(acc).tolist()
+    return total / max(count, 1.0)
 
 
 class RunLog:
