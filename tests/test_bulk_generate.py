@@ -388,3 +388,25 @@ def test_actor_pool_never_takes_every_cpu(cpus, gpus, actors):
         assert (p.device, p.num_gpus, p.actors, p.batch_size) == ("cuda", 1.0, int(gpus), 1024)
     half = plan_actors(BulkConfig(prompts="p", checkpoint="c", out="o", gpus_per_actor=0.5), 16, 1, 10_000)
     assert (half.actors, half.num_gpus) == (2, 0.5)  # fractional GPUs: two actors share one
+
+
+def test_prompt_encoder_pass_builds_for_a_gpu_node_and_encodes_chunk_by_chunk(ray_local):
+    """Ray Data refuses, as the dataset is built, an operator that asks for GPUs without an explicit
+    batch_size: the GPU branch of the prompt encoder pass is built here as a one-GPU node builds it
+    (never run: no GPU here; benchmarks/gpu_ray_check.py runs it on one). The CPU branch runs: with
+    batches of `chunk` rows each chunk is still one encoder call, so the vectors equal the chunks
+    encoded in process, bit for bit."""
+    import ray
+
+    from stickgen.generate.bulk import embed_dataset
+    from stickgen.text.embedder import TextEmbedder, chunk_texts
+
+    texts = ["a man waves", "a woman walks", "someone kicks twice", "a bow", "the figure runs in a circle"]
+    embed_dataset(texts, "hash-384", 2, cpus=16, gpus=1)  # raised ValueError with batch_size=None
+    out = pa.concat_tables(ray.get(embed_dataset(texts, "hash-384", 2, cpus=2, gpus=0).to_arrow_refs()))
+    got = dict(zip(out["text"].to_pylist(), np.asarray(out["embedding"].to_pylist(), np.float32)))
+    enc = TextEmbedder("hash-384", 2, "cpu", 1)
+    for chunk in chunk_texts(texts, 2):
+        want = enc.encode(chunk)
+        assert all(np.array_equal(got[t], w) for t, w in zip(chunk, want))
+    assert sorted(got) == sorted(texts) and set(out["encoder"].to_pylist()) == {"hash-384"}

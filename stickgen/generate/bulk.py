@@ -600,9 +600,6 @@ def embed_prompts(texts: Sequence[str], encoder: str, dim: int, out: Path, chunk
     """text -> [dim] float32 for every text, from DIR/embeddings.parquet plus one actor-pool pass
     over the texts it lacks (sorted, in fixed chunks: one encoder call each)."""
     import ray
-    from ray.data import ActorPoolStrategy
-
-    from ..text.embedder import TextEmbedder, text_chunks
 
     cache = out / "embeddings.parquet"
     emb: dict[str, np.ndarray] = {}
@@ -613,15 +610,7 @@ def embed_prompts(texts: Sequence[str], encoder: str, dim: int, out: Path, chunk
             emb = dict(zip(t["text"].to_pylist(), vecs))
     todo = sorted(set(texts) - set(emb))
     if todo:
-        on_gpu = gpus >= 1
-        ds = ray.data.from_blocks(text_chunks(todo, chunk)).map_batches(
-            # one block per chunk, all but the last exactly `chunk` rows: batches of `chunk` rows are
-            # the chunks (Ray Data requires an explicit batch_size for an operator asking for GPUs)
-            TextEmbedder, batch_size=chunk, batch_format="pyarrow",
-            fn_constructor_kwargs={"encoder": encoder, "batch_size": chunk, "device": "cuda" if on_gpu else "cpu",
-                                   "threads": max(1, min(8, int(cpus) - 1))},
-            compute=ActorPoolStrategy(size=1), num_cpus=min(1.0, max(cpus - 1, 0.25)),
-            **({"num_gpus": 1} if on_gpu else {}))
+        ds = embed_dataset(todo, encoder, chunk, cpus, gpus)
         tables = ray.get(ds.to_arrow_refs())
         new = pa.concat_tables(tables) if tables else None
         if new is not None and len(new):
@@ -642,6 +631,25 @@ def embed_prompts(texts: Sequence[str], encoder: str, dim: int, out: Path, chunk
     if missing:
         raise RuntimeError(f"{len(missing)} prompt(s) have no embedding after the embed stage (first: {missing[0]!r})")
     return emb
+
+
+def embed_dataset(texts: Sequence[str], encoder: str, chunk: int, cpus: float, gpus: float):
+    """The encoder pass of `embed_prompts`, lazily built: sorted unique texts in chunks -> one
+    TextEmbedder actor (on a GPU when the cluster has one) -> text, embedding, encoder."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from ..text.embedder import TextEmbedder, text_chunks
+
+    on_gpu = gpus >= 1
+    return ray.data.from_blocks(text_chunks(texts, chunk)).map_batches(
+        # one block per chunk, all but the last exactly `chunk` rows: batches of `chunk` rows are
+        # the chunks (Ray Data requires an explicit batch_size for an operator asking for GPUs)
+        TextEmbedder, batch_size=chunk, batch_format="pyarrow",
+        fn_constructor_kwargs={"encoder": encoder, "batch_size": chunk, "device": "cuda" if on_gpu else "cpu",
+                               "threads": max(1, min(8, int(cpus) - 1))},
+        compute=ActorPoolStrategy(size=1), num_cpus=min(1.0, max(cpus - 1, 0.25)),
+        **({"num_gpus": 1} if on_gpu else {}))
 
 
 def _stage_stats(ds, phase: str) -> list[dict]:
